@@ -1,0 +1,114 @@
+"""Typed ``--set key=value`` overrides for dataclass configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+from avbench.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_set_items(items: list[str] | None) -> dict[str, str]:
+    """Split ``["a=1", "b=x"]`` into a dict; a later key wins; bad items are errors."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"bad --set {item!r}: expected KEY=VALUE")
+        out[key.replace("-", "_")] = value.strip()
+    return out
+
+
+def _convert(key: str, raw: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and (raw is None or str(raw).lower() in {"none", "null", ""}):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(key, raw, a)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"bad value {raw!r} for {key}")
+    if origin is Literal:
+        for a in args:
+            if str(a) == str(raw):
+                return a
+        choices = ", ".join(str(a) for a in args)
+        raise ConfigError(f"bad value {raw!r} for {key}: choose one of {choices}")
+    if origin in (tuple, list):
+        parts = raw if isinstance(raw, list | tuple) else [p for p in str(raw).split(",") if p]
+        inner = args[0] if args else str
+        vals = [_convert(key, p, inner) for p in parts]
+        return tuple(vals) if origin is tuple else vals
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        s = str(raw).lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        raise ConfigError(f"bad value {raw!r} for {key}: expected true or false")
+    if tp is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"bad value {raw!r} for {key}: expected an integer")
+        try:
+            return int(str(raw))
+        except ValueError:
+            raise ConfigError(f"bad value {raw!r} for {key}: expected an integer") from None
+    if tp is float:
+        try:
+            return float(str(raw))
+        except ValueError:
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a number") from None
+    if tp is str or tp is Any:
+        return str(raw)
+    raise ConfigError(f"{key}: values of type {tp!r} cannot be set from the command line")
+
+
+def config_fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], who: str = "config") -> Any:
+    """Return a copy of dataclass ``config`` with ``overrides`` applied, type-checked.
+
+    Unknown keys are rejected with the list of valid ones; values are converted to the
+    field's type (int, float, bool, str, Literal, Optional, tuple/list of those).
+    """
+    fields = config_fields(type(config))
+    changes: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "(none)"
+            raise ConfigError(f"unknown key {key!r} for {who}; valid keys: {valid}")
+        changes[key] = _convert(key, raw, fields[key])
+    try:
+        return dataclasses.replace(config, **changes)
+    except (ValueError, TypeError) as e:  # __post_init__ validation
+        raise ConfigError(f"bad {who} settings: {e}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+def config_hash(config: Any) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps(config_to_dict(config), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Dataset adapters (FakeAVCeleb, KoDF) and the embedded synthetic benchmark."""

@@ -1,0 +1,1 @@
+"""The engine: runs a detector on a protocol split, trains torch detectors, evaluates."""

@@ -1,0 +1,225 @@
+"""Register objects handed to plugin hooks, and what they collect.
+
+Everything here is light: a registration holds names, descriptions and *import strings*;
+the factory is imported only when a detector or dataset is actually built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avbench.errors import ConfigError, PluginError
+
+Factory = str | Callable[..., Any]
+
+
+def resolve_factory(factory: Factory, what: str) -> Any:
+    """Import ``"package.module:attr"`` (or return a callable as is)."""
+    if not isinstance(factory, str):
+        return factory
+    module, _, attr = factory.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise PluginError(f"{what}: cannot import {factory!r}: {e}") from e
+    except AttributeError:
+        raise PluginError(f"{what}: {factory!r} names nothing in module {module!r}") from None
+    return obj
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """A registered detector.
+
+    ``defaults`` are config overrides applied before the user's ``--set`` (this is how the
+    ablation variants share one class). ``modality`` is "AV", "V" or "A" (Table 3's column).
+    ``tables`` carries the rows a detector stands for in the paper's ablation tables, e.g.
+    ``{"table4": {"audio": True, "visual": True, "cmfm": False}, "table5": "w/o L_a"}``.
+    """
+
+    name: str
+    factory: Factory
+    description: str = ""
+    modality: str = "AV"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = ""
+
+    def load(self) -> type:
+        from avbench.detector import Detector
+
+        cls = resolve_factory(self.factory, f"detector {self.name!r}")
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise PluginError(f"detector {self.name!r}: {self.factory!r} is not a Detector class")
+        return cls
+
+    def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        from avbench.config import apply_overrides
+
+        cls = self.load()
+        config = cls.Config()
+        config = apply_overrides(config, dict(self.defaults), who=f"detector {self.name!r}")
+        return apply_overrides(config, dict(overrides or {}), who=f"detector {self.name!r}")
+
+    def create(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        cls = self.load()
+        config = self.make_config(overrides)
+        try:
+            det = cls(config)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"detector {self.name!r}: {e}") from None
+        det.name = self.name
+        return det
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "factory": self.factory if isinstance(self.factory, str) else repr(self.factory),
+            "description": self.description,
+            "modality": self.modality,
+            "defaults": dict(self.defaults),
+            "tables": dict(self.tables),
+            "plugin": self.plugin,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset adapter, or a generated dataset (``generator`` set).
+
+    A generated dataset (the embedded synthetic benchmark) is written by ``generator`` and read
+    with the adapter named by ``reads_as``.
+    """
+
+    name: str
+    factory: Factory | None = None
+    description: str = ""
+    generator: Factory | None = None
+    reads_as: str | None = None
+    plugin: str = ""
+
+    def load(self) -> Any:
+        if self.factory is None:
+            raise PluginError(f"dataset {self.name!r} has no adapter")
+        return resolve_factory(self.factory, f"dataset {self.name!r}")
+
+    def load_generator(self) -> Callable[..., Any]:
+        if self.generator is None:
+            raise PluginError(f"dataset {self.name!r} cannot be generated")
+        return resolve_factory(self.generator, f"dataset {self.name!r}")
+
+
+class _Register:
+    kind = "item"
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+        self.current_plugin = ""
+        self.conflicts: list[str] = []
+
+    def _add(self, name: str, item: Any) -> None:
+        if not name or not isinstance(name, str):
+            raise PluginError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        if name in self.items:
+            prev = self.items[name].plugin
+            self.conflicts.append(
+                f"{self.kind} {name!r} registered by both {prev!r} and {self.current_plugin!r};"
+                f" keeping {prev!r}"
+            )
+            return
+        self.items[name] = item
+
+
+class DetectorRegister(_Register):
+    """``register(name, factory, description=..., modality=..., defaults=..., tables=...)``."""
+
+    kind = "detector"
+
+    def __call__(
+        self,
+        name: str,
+        factory: Factory,
+        *,
+        description: str = "",
+        modality: str = "AV",
+        defaults: Mapping[str, Any] | None = None,
+        tables: Mapping[str, Any] | None = None,
+    ) -> None:
+        if modality not in ("AV", "A", "V"):
+            raise PluginError(f"detector {name!r}: modality must be AV, A or V, not {modality!r}")
+        self._add(
+            name,
+            DetectorInfo(
+                name=name,
+                factory=factory,
+                description=description,
+                modality=modality,
+                defaults=dict(defaults or {}),
+                tables=dict(tables or {}),
+                plugin=self.current_plugin,
+            ),
+        )
+
+
+class DatasetRegister(_Register):
+    """``register(name, factory, description=...)``; generated sets add ``generator``/``reads_as``."""
+
+    kind = "dataset"
+
+    def __call__(
+        self,
+        name: str,
+        factory: Factory | None = None,
+        *,
+        description: str = "",
+        generator: Factory | None = None,
+        reads_as: str | None = None,
+    ) -> None:
+        if factory is None and generator is None:
+            raise PluginError(f"dataset {name!r}: give an adapter factory or a generator")
+        self._add(
+            name,
+            DatasetInfo(
+                name=name,
+                factory=factory,
+                description=description,
+                generator=generator,
+                reads_as=reads_as,
+                plugin=self.current_plugin,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ProtocolSource:
+    path: Path
+    plugin: str
+
+
+class ProtocolRegister:
+    """``register.file(path)`` adds one protocol TOML; ``register.directory(path)`` adds all."""
+
+    def __init__(self) -> None:
+        self.sources: list[ProtocolSource] = []
+        self.current_plugin = ""
+
+    def file(self, path: str | Path) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise PluginError(f"protocol file not found: {p}")
+        self.sources.append(ProtocolSource(p, self.current_plugin))
+
+    def directory(self, path: str | Path) -> None:
+        d = Path(path)
+        if not d.is_dir():
+            raise PluginError(f"protocol directory not found: {d}")
+        for p in sorted(d.glob("*.toml")):
+            self.sources.append(ProtocolSource(p, self.current_plugin))
+
+    __call__ = file
