@@ -135,7 +135,8 @@ class RunContext:
         return self.rank == 0
 
     def log(self, msg: str) -> None:
-        if self.quiet or not self.is_main:
+        """A plain line (kept in quiet mode, which only drops the progress bars)."""
+        if not self.is_main:
             return
         if self.console is not None:
             self.console.print(msg)

@@ -58,6 +58,9 @@ class TorchConfig(DetectorConfig):
     balance: Literal["protocol", "video", "none"] = "protocol"
     #: training segments per epoch; 0 = one per training video.
     epoch_size: int = 0
+    #: validation segments per video (a fixed, seeded choice; 0 = every segment). One per
+    #: video keeps per-epoch validation cheaper than the epoch itself on FakeAVCeleb.
+    val_segments: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

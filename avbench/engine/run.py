@@ -1,0 +1,464 @@
+"""One run = one detector on one fold of one protocol, end to end.
+
+``dataset adapter -> VideoRecord index -> protocol split -> media prepare (+cache)
+-> detector.fit(train, val) -> detector.evaluate(test) -> per-video mean -> metrics
+-> results folder``. Only the train and validation splits reach ``fit``; the test split's
+VideoSet is built after ``fit`` returns, and every run checks that no video sits in two
+splits.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avbench.config import config_hash, config_to_dict
+from avbench.detector import Detector, RunContext
+from avbench.engine import distributed
+from avbench.errors import AvbenchError, BadMediaError, LeakageError, ResultsError
+from avbench.results import (
+    SCHEMA_VERSION,
+    atomic_write_json,
+    new_run_id,
+    read_run,
+    run_folder,
+    write_scores,
+)
+
+
+@dataclass
+class RunOptions:
+    detector: str
+    protocol: str
+    fold: str | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    out: Path = Path("results")
+    resume: bool = False
+    on_bad_media: str = "skip"
+    workers: int = 0
+    quiet: bool = False
+    cache_dir: Path | None = None
+    n_boot: int = 1000
+    command: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise AvbenchError(f"--device {device!r}: use auto, cpu or cuda[:N]")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise AvbenchError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def _git_commit() -> str | None:
+    src = Path(__file__).resolve().parents[2]
+    if not (src / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions(info: Any) -> dict[str, Any]:
+    from importlib import metadata
+
+    import numpy
+
+    import avbench
+
+    v: dict[str, Any] = {"avbench": avbench.__version__, "python": platform.python_version(),
+                         "numpy": numpy.__version__, "platform": platform.platform()}
+    for mod in ("torch", "av", "sklearn", "open_clip", "whisper"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            v[mod] = getattr(m, "__version__", "?")
+    plugin = info.plugin
+    if plugin and plugin != "avbench.builtin":
+        for dist in ("avbench-" + plugin, plugin):
+            try:
+                v["plugin"] = {"name": plugin, "version": metadata.version(dist)}
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            v["plugin"] = {"name": plugin}
+    return v
+
+
+def find_resumable(out: Path, protocol: str, fold: str | None, detector: str,
+                   chash: str, seed: int) -> Path | None:
+    """The newest incomplete run of the same detector/config/seed on the same fold."""
+    base = run_folder(out, protocol, fold, detector, "x").parent
+    if not base.is_dir():
+        return None
+    for d in sorted(base.iterdir(), reverse=True):
+        try:
+            rec = read_run(d)
+        except ResultsError:
+            continue
+        det = rec.info.get("detector", {})
+        if (not rec.complete and det.get("config_hash") == chash
+                and rec.info.get("seed") == seed):
+            return d
+    return None
+
+
+class _Console:
+    """Prints on rank 0 only. ``--quiet`` drops progress bars, not these lines."""
+
+    def __init__(self, console: Any, quiet: bool, rank: int) -> None:
+        self.c = console
+        self.quiet = rank != 0
+
+    def print(self, *a: Any, **k: Any) -> None:
+        if not self.quiet and self.c is not None:
+            self.c.print(*a, **k)
+
+
+def run(opts: RunOptions, console: Any = None) -> list[Path]:
+    """Run every requested fold; returns the run folders written."""
+    from avbench.datasets.resolve import find_dataset_sources, resolve_dataset
+    from avbench.plugins import get_plugins
+    from avbench.protocols import get_protocol
+
+    if opts.on_bad_media not in ("skip", "fail"):
+        raise AvbenchError("--on-bad-media must be skip or fail")
+    plugins = get_plugins()
+    info = plugins.detector(opts.detector)
+    protocol = get_protocol(opts.protocol, plugins)
+    protocol.check_fold(opts.fold)
+    info.make_config(opts.overrides)  # bad --set fails now, before any heavy work
+
+    dist = distributed.init_from_env()
+    out_console = _Console(console, opts.quiet, dist.rank)
+
+    t0 = time.perf_counter()
+    sources = find_dataset_sources(opts.data)
+    indexes = {}
+    adapters = {}
+    for name in protocol.datasets:
+        adapters[name] = plugins.dataset(name).load()
+        value = sources.get(name)
+        if value is None:
+            from avbench.datasets.resolve import missing_dataset_message
+
+            raise AvbenchError(missing_dataset_message(name))
+        indexes[name] = distributed.rank0_first(
+            dist, lambda n=name, v=value: resolve_dataset(n, v, plugins.datasets)
+        )
+        idx = indexes[name]
+        out_console.print(
+            f"[bold]{name}[/]: {len(idx.records)} videos indexed"
+            + (f", {len(idx.problems)} problem(s) noted" if idx.problems else "")
+        )
+    index_s = time.perf_counter() - t0
+
+    folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
+    written = []
+    for fold in folds:
+        written.append(
+            _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, out_console, dist)
+        )
+    return [w for w in written if w is not None]
+
+
+def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):  # noqa: C901
+    from avbench.media.cache import PreparedCache, prepare
+    from avbench.media.decode import Pipeline
+    from avbench.media.videoset import VideoSet
+    from avbench.metrics import metrics_from_frame
+    from avbench.protocols import build_splits, check_vocabulary
+
+    t_start = time.perf_counter()
+    check_vocabulary(protocol, fold, adapters)
+    splits = build_splits(protocol, fold, indexes)
+    detector: Detector = info.create(opts.overrides)
+    spec = detector.input_spec()
+    chash = config_hash(detector.config)
+    device = resolve_device(opts.device) if _needs_torch(detector) else "cpu"
+    if device.startswith("cuda") and dist.world_size > 1:
+        device = f"cuda:{dist.local_rank}"
+
+    run_dir = None
+    if opts.resume:
+        run_dir = find_resumable(opts.out, protocol.name, fold, info.name, chash, opts.seed)
+        if run_dir is None:
+            console.print("[yellow]--resume: no incomplete run of this detector, config and "
+                          "seed to resume; starting a new run[/]")
+    resumed = run_dir is not None
+    if run_dir is None:
+        run_id = distributed.broadcast_object(dist, new_run_id() if dist.rank == 0 else None)
+        run_dir = run_folder(opts.out, protocol.name, fold, info.name, run_id)
+    fold_label = f"{protocol.name}" + (f" / {fold}" if fold else "")
+    console.print(f"[bold cyan]{info.name}[/] on [bold]{fold_label}[/] -> {run_dir}")
+
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "status": "incomplete",
+        "created": _now(),
+        "command": opts.command,
+        "detector": {
+            **info.to_dict(),
+            "config": config_to_dict(detector.config),
+            "config_hash": chash,
+            "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
+                           "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
+        },
+        "protocol": {"name": protocol.name, "version": protocol.version, "fold": fold,
+                     "table": protocol.table, "metrics": list(protocol.metrics),
+                     "file_hash": protocol.file_hash, "balance": protocol.balance},
+        "splits": {k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in splits.items()},
+        "datasets": {k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
+                         "index_problems": len(v.problems)} for k, v in indexes.items()},
+        "seed": opts.seed,
+        "device": device,
+        "world_size": dist.world_size,
+        "git_commit": _git_commit(),
+        "versions": {},
+        "resumed": resumed,
+    }
+    if dist.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "run.json", record)
+
+    try:
+        # -- media ------------------------------------------------------------------------
+        t = time.perf_counter()
+        cache = PreparedCache(opts.cache_dir)
+        prepared = {}
+        skipped: list[dict[str, Any]] = []
+        for name, split in splits.items():
+            idx = indexes[split.dataset]
+            pipeline = Pipeline(fps=spec.fps, sample_rate=spec.sample_rate, size=spec.size,
+                                max_seconds=split.spec.max_seconds, face_crop=idx.face_crop)
+            items = [(r.id, idx.root / r.id) for r in split.records]
+            res = distributed.rank0_first(
+                dist,
+                lambda items=items, pipeline=pipeline: prepare(
+                    items, pipeline, cache, workers=opts.workers,
+                    progress=not opts.quiet and dist.rank == 0,
+                ),
+            )
+            for p in res.problems:
+                skipped.append({"split": name, "id": p.id, "kind": p.kind, "reason": p.reason})
+            prepared[name] = res
+        if skipped:
+            kinds: dict[str, int] = {}
+            for s in skipped:
+                kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+            summary = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+            first = skipped[0]
+            if opts.on_bad_media == "fail":
+                raise BadMediaError(first["id"], f"{first['reason']} ({len(skipped)} bad file(s) "
+                                    f"in all; {summary})", first["kind"])
+            console.print(f"[bold red]{len(skipped)} video(s) could not be decoded and are "
+                          f"skipped[/] ({summary}); listed in run.json under skipped_media")
+        record["skipped_media"] = {
+            "count": len(skipped),
+            "by_kind": {k: sum(1 for s in skipped if s["kind"] == k)
+                        for k in sorted({s["kind"] for s in skipped})},
+            "items": skipped,
+        }
+        sets = {}
+        for name, split in splits.items():
+            res = prepared[name]
+            recs = [r for r in split.records if r.id in res.entries]
+            record["splits"][name]["n_used"] = len(recs)
+            if not recs:
+                raise AvbenchError(f"split {name}: no decodable video left")
+            sets[name] = (recs, res.entries)
+        prepare_s = time.perf_counter() - t
+
+        # -- fit (train + val only) ---------------------------------------------------------
+        test_ids = {(r.dataset, r.id) for r in sets["test"][0]}
+        for name in ("train", "val"):
+            leak = [r.id for r in sets[name][0] if (r.dataset, r.id) in test_ids]
+            if leak:
+                raise LeakageError(f"{len(leak)} test video(s) would reach fit via {name}: {leak[0]}")
+        train = VideoSet(sets["train"][0], sets["train"][1], cache, spec)
+        val = VideoSet(sets["val"][0], sets["val"][1], cache, spec)
+        ctx = RunContext(
+            seed=opts.seed, device=device, run_dir=run_dir, resume=resumed, quiet=opts.quiet,
+            console=console.c, num_workers=opts.workers,
+            rank=dist.rank, world_size=dist.world_size, balance=protocol.balance,
+            log_path=run_dir / "epochs.jsonl",
+        )
+        _seed_everything(opts.seed)
+        t = time.perf_counter()
+        fit_info = detector.fit(train, val, ctx)
+        fit_s = time.perf_counter() - t
+        del train, val
+        record["checkpoint"] = fit_info.to_dict()
+        if dist.rank == 0:
+            _save_state(detector, run_dir)
+
+        # -- evaluate ------------------------------------------------------------------------
+        t = time.perf_counter()
+        test = VideoSet(sets["test"][0], sets["test"][1], cache, spec)
+        vidx, seg_scores = detector.evaluate(test, ctx)
+        eval_s = time.perf_counter() - t
+        if dist.rank != 0:
+            return None
+        df = _video_frame(test, vidx, seg_scores)
+        metrics = metrics_from_frame(df, n_boot=opts.n_boot, seed=opts.seed)
+        write_scores(run_dir / "scores.csv", df)
+        atomic_write_json(run_dir / "metrics.json", {
+            "metrics": {k: m.to_dict() for k, m in metrics.items()},
+            "bootstrap": {"n": opts.n_boot, "seed": opts.seed, "unit": "video"},
+            "n_videos": len(df),
+        })
+        record["timings"] = {"index_s": round(index_s, 3), "prepare_s": round(prepare_s, 3),
+                             "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
+                             "total_s": round(time.perf_counter() - t_start + index_s, 3)}
+        record["describe"] = _safe_describe(detector)
+        record["versions"] = _versions(info)
+        record["n_test_videos"] = len(df)
+        record["status"] = "complete"
+        record["finished"] = _now()
+        atomic_write_json(run_dir / "run.json", record)
+        _print_metrics(console, metrics, protocol.metrics, fold_label)
+        return run_dir
+    except KeyboardInterrupt:
+        _mark(record, run_dir, dist, "incomplete", "interrupted (Ctrl-C); continue with --resume")
+        raise
+    except BaseException as e:
+        _mark(record, run_dir, dist, "failed", f"{type(e).__name__}: {e}")
+        raise
+
+
+def _needs_torch(detector: Detector) -> bool:
+    return "avbench.torch_detector" in sys.modules and any(
+        c.__name__ == "TorchDetector" for c in type(detector).__mro__
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def _save_state(detector: Detector, run_dir: Path) -> None:
+    import io
+
+    import numpy as np
+
+    from avbench.results import atomic_write_bytes
+
+    state = detector.state_dict()
+    if not state:
+        return
+    if "torch" in sys.modules and any(type(v).__module__.startswith("torch") for v in state.values()):
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(run_dir / "state.pt", buf.getvalue())
+    else:
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
+        atomic_write_bytes(run_dir / "state.npz", buf.getvalue())
+
+
+def _video_frame(test: Any, vidx: Any, seg_scores: dict[str, Any]) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    n = len(test)
+    counts = np.bincount(vidx, minlength=n)
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        raise AvbenchError(
+            f"the detector scored no segment of {len(missing)} test video(s), e.g. "
+            f"{test.records[missing[0]].id}"
+        )
+    rows = {
+        "id": [r.id for r in test.records],
+        "dataset": [r.dataset for r in test.records],
+        "label": [r.label for r in test.records],
+        "label_v": [r.label_v for r in test.records],
+        "label_a": [r.label_a for r in test.records],
+        "type": [r.type for r in test.records],
+        "method": [r.method for r in test.records],
+        "category": [r.category for r in test.records],
+        "group": [r.group for r in test.records],
+    }
+    for key in ("score", "score_v", "score_a"):
+        if key in seg_scores:
+            sums = np.bincount(vidx, weights=np.asarray(seg_scores[key], dtype=np.float64),
+                               minlength=n)
+            rows[key] = sums / counts
+    rows["n_segments"] = counts
+    rows["padded_frames"] = [test.padded_frames(i) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def _safe_describe(detector: Detector) -> dict[str, Any]:
+    try:
+        return detector.describe()
+    except Exception as e:  # noqa: BLE001 - describing must not fail a finished run
+        return {"error": str(e)}
+
+
+def _mark(record: dict[str, Any], run_dir: Path, dist: Any, status: str, why: str) -> None:
+    if dist.rank != 0 or not run_dir.exists():
+        return
+    record["status"] = status
+    record["error"] = why
+    record["finished"] = _now()
+    try:
+        atomic_write_json(run_dir / "run.json", record)
+    except OSError:
+        pass
+
+
+def _print_metrics(console: _Console, metrics: dict, wanted: tuple, label: str) -> None:
+    if console.quiet:
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{label}: test metrics (95% bootstrap interval)", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("95% CI", justify="right")
+    t.add_column("n", justify="right")
+    for k, m in metrics.items():
+        style = "bold" if k in wanted else ""
+        if m.value is None:
+            t.add_row(k, "n/a", m.undefined or "", str(m.n), style=style)
+        else:
+            ci = f"[{100 * m.lo:.1f}, {100 * m.hi:.1f}]" if m.lo is not None else ""
+            t.add_row(k, f"{100 * m.value:.2f}", ci, str(m.n), style=style)
+    console.print(t)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
