@@ -1,0 +1,408 @@
+"""The ``avbench`` command line (Typer). Start-up stays light: heavy modules (torch, pandas,
+the media stack) are imported inside the commands that need them, never to print help or
+list plugins."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from avbench.errors import AvbenchError
+
+app = typer.Typer(
+    name="avbench",
+    help="Benchmark audio-visual deepfake detectors under the field's protocols.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+detectors_app = typer.Typer(help="List detectors, or `show NAME` for one.", invoke_without_command=True)
+protocols_app = typer.Typer(help="List protocols, or `show NAME` for splits and counts.",
+                            invoke_without_command=True)
+data_app = typer.Typer(help="Generate the synthetic benchmark, check or prepare a dataset.",
+                       no_args_is_help=True)
+plugin_app = typer.Typer(help="Tools for plugin authors.", no_args_is_help=True)
+app.add_typer(detectors_app, name="detectors")
+app.add_typer(protocols_app, name="protocols")
+app.add_typer(data_app, name="data")
+app.add_typer(plugin_app, name="plugin")
+
+_STATE: dict[str, Any] = {"debug": False, "plugins_dir": None}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _plugins():
+    from avbench.plugins import get_plugins
+
+    return get_plugins(_STATE["plugins_dir"])
+
+
+def _warn_plugins(system: Any) -> None:
+    if system.warnings:
+        err = _console(stderr=True)
+        for w in system.warnings:
+            err.print(f"[yellow]warning:[/] {w}")
+
+
+def _version_cb(value: bool) -> None:
+    if value:
+        from avbench import AVBENCH_API_VERSION, __version__
+
+        typer.echo(f"avbench {__version__} (plugin API {AVBENCH_API_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    plugins_dir: Annotated[
+        Path | None, typer.Option("--plugins-dir", help="Load every *.py in DIR as a plugin.")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_cb, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _STATE["debug"] = debug or _STATE["debug"]
+    if plugins_dir is not None:
+        _STATE["plugins_dir"] = plugins_dir
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    detector: Annotated[str, typer.Option("--detector", "-d", help="Detector name (see `avbench detectors`).")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Protocol name or a protocol .toml file.")],
+    fold: Annotated[str | None, typer.Option(help="Run one fold only (default: every fold in turn).")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of a dataset, or NAME=synthetic for the embedded benchmark. Repeatable.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Detector config KEY=VALUE. Repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, initialisation and the bootstrap.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    resume: Annotated[bool, typer.Option(help="Continue the newest incomplete run with the same detector, config and seed.")] = False,
+    on_bad_media: Annotated[str, typer.Option(help="skip (default; reported in run.json) or fail.")] = "skip",
+    workers: Annotated[int, typer.Option(help="Processes for media preparation and data loading.")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Prepared-media cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, for logs.")] = False,
+) -> None:
+    """Train and evaluate a detector under a protocol; writes results/<protocol>/<fold>/<detector>/<run-id>/."""
+    from avbench.config import parse_set_items
+    from avbench.datasets.resolve import parse_data_items
+    from avbench.engine.run import RunOptions
+    from avbench.engine.run import run as do_run
+
+    system = _plugins()
+    _warn_plugins(system)
+    opts = RunOptions(
+        detector=detector, protocol=protocol, fold=fold, data=parse_data_items(data or []),
+        overrides=parse_set_items(set_), seed=seed, device=device, out=out, resume=resume,
+        on_bad_media=on_bad_media, workers=workers, quiet=quiet, cache_dir=cache,
+        command=["avbench", *sys.argv[1:]],
+    )
+    folders = do_run(opts, console=_console())
+    if not quiet and folders:
+        _console().print(f"[green]done[/]: {len(folders)} run folder(s) written under {out}")
+
+
+# -- table -------------------------------------------------------------------------------------
+
+
+@app.command()
+def table(
+    table: Annotated[int | None, typer.Option("--table", "-t", min=1, max=5, help="Paper table 1..5.")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", "-p", help="Table of this protocol's runs.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="rich, markdown, latex or csv.")] = "rich",
+    published: Annotated[bool, typer.Option("--published/--no-published", help="Show the paper's reported rows.")] = True,
+    results: Annotated[Path, typer.Option("--results", help="Results folder to read.")] = Path("results"),
+    include_incomplete: Annotated[bool, typer.Option(help="Also show incomplete runs (marked).")] = False,
+    ci: Annotated[bool, typer.Option("--ci", help="Show 95% bootstrap intervals.")] = False,
+    aggregate: Annotated[str, typer.Option(help="latest run per cell, or mean over runs (seeds).")] = "latest",
+) -> None:
+    """Print a table in the paper's format from results folders (no GPU, no training)."""
+    from avbench import tables
+
+    if fmt not in ("rich", "markdown", "latex", "csv"):
+        raise AvbenchError(f"--format {fmt!r}: use rich, markdown, latex or csv")
+    if aggregate not in ("latest", "mean"):
+        raise AvbenchError(f"--aggregate {aggregate!r}: use latest or mean")
+    if table is None and protocol is None:
+        table = 1
+    if protocol is not None:
+        if table is not None:
+            raise AvbenchError("give --table or --protocol, not both")
+        table = tables.table_for_protocol(protocol)
+    out = tables.build_and_render(results, int(table), fmt, published=published,
+                                  include_incomplete=include_incomplete, ci=ci,
+                                  aggregate=aggregate)
+    if isinstance(out, str):
+        typer.echo(out, nl=not out.endswith("\n"))
+    else:
+        _console().print(out)
+
+
+# -- plugins / detectors / protocols -----------------------------------------------------------
+
+
+@app.command()
+def plugins(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of failed plugins.")] = False,
+) -> None:
+    """List loaded plugins, their hooks and versions, and any that failed to load."""
+    from rich.table import Table
+
+    system = _plugins()
+    t = Table(title="avbench plugins")
+    for col in ("plugin", "source", "version", "hooks", "status"):
+        t.add_column(col)
+    for s in system.statuses:
+        hooks = ", ".join(h.removeprefix("avbench_") for h in s.hooks)
+        status = "[green]ok[/]" if s.ok else f"[red]failed[/]: {s.error}"
+        t.add_row(s.name, s.source, s.version, hooks, status)
+    c = _console()
+    c.print(t)
+    if verbose:
+        for s in system.statuses:
+            if s.traceback and not s.ok:
+                c.print(f"[bold]{s.name}[/]:\n{s.traceback}")
+    failed = [s for s in system.statuses if not s.ok]
+    if failed:
+        _console(stderr=True).print(f"[yellow]warning:[/] {len(failed)} plugin(s) failed to load")
+
+
+@detectors_app.callback()
+def detectors(ctx: typer.Context) -> None:
+    """List registered detectors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    system = _plugins()
+    _warn_plugins(system)
+    t = Table(title="detectors")
+    for col in ("name", "modality", "plugin", "description"):
+        t.add_column(col)
+    for name, info in sorted(system.detectors.items()):
+        t.add_row(name, info.modality, info.plugin, info.description)
+    _console().print(t)
+
+
+@detectors_app.command("show")
+def detectors_show(
+    name: Annotated[str, typer.Argument(help="Detector name.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config KEY=VALUE to show the effect of.")] = None,
+) -> None:
+    """Show a detector's config (defaults, types), input spec and facts such as parameter counts."""
+    import dataclasses
+    import typing
+
+    from rich.table import Table
+
+    from avbench.config import parse_set_items
+
+    info = _plugins().detector(name)
+    det = info.create(parse_set_items(set_))
+    c = _console()
+    c.print(f"[bold]{name}[/] ({info.modality}) from plugin {info.plugin}: {info.description}")
+    t = Table(title="config (--set KEY=VALUE)")
+    for col in ("key", "value", "type"):
+        t.add_column(col)
+    hints = typing.get_type_hints(type(det.config))
+    for f in dataclasses.fields(det.config):
+        tp = hints.get(f.name, f.type)
+        t.add_row(f.name, repr(getattr(det.config, f.name)), _type_name(tp))
+    c.print(t)
+    spec = det.input_spec()
+    c.print(f"input: {spec.frames} frames of {spec.size}x{spec.size} at {spec.fps} fps, "
+            f"{spec.samples} audio samples at {spec.sample_rate} Hz; reads "
+            f"{', '.join(spec.modalities)}")
+    facts = det.describe()
+    if facts:
+        _print_facts(c, facts)
+
+
+def _type_name(tp: Any) -> str:
+    s = getattr(tp, "__name__", None) or str(tp)
+    return s.replace("typing.", "")
+
+
+def _print_facts(c: Any, facts: dict[str, Any], indent: str = "") -> None:
+    for k, v in facts.items():
+        if isinstance(v, dict):
+            c.print(f"{indent}{k}:")
+            _print_facts(c, v, indent + "  ")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            c.print(f"{indent}{k}: {v:,}")
+        else:
+            c.print(f"{indent}{k}: {v}")
+
+
+@protocols_app.callback()
+def protocols(ctx: typer.Context) -> None:
+    """List registered protocols."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from avbench.protocols import all_protocols
+
+    system = _plugins()
+    _warn_plugins(system)
+    t = Table(title="protocols")
+    for col in ("name", "version", "datasets", "folds", "table", "description"):
+        t.add_column(col)
+    for name, p in sorted(all_protocols(system).items()):
+        t.add_row(name, p.version, ", ".join(p.datasets), ", ".join(p.fold_names) or "-",
+                  str(p.table or "-"), p.description)
+    _console().print(t)
+
+
+@protocols_app.command("show")
+def protocols_show(
+    name: Annotated[str, typer.Argument(help="Protocol name or .toml path.")],
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH (or NAME=synthetic) to count the splits on.")] = None,
+    fold: Annotated[str | None, typer.Option(help="Show one fold only.")] = None,
+    write_lists: Annotated[Path | None, typer.Option(help="Write each split's video list to this folder.")] = None,
+) -> None:
+    """Print a protocol's splits; with datasets, counts of real and fake per category and group."""
+    from avbench.commands.protocols import show_protocol
+
+    show_protocol(name, data or [], fold, write_lists, _plugins(), _console())
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the benchmark into.")],
+    kind: Annotated[str, typer.Option(help="fakeavceleb (FakeAVCeleb layout) or kodf (KoDF layout, full frames).")] = "fakeavceleb",
+    scale: Annotated[int, typer.Option(min=1, help="Size multiplier (1 = a few hundred clips).")] = 1,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes to generate with.")] = 0,
+) -> None:
+    """Generate the embedded synthetic benchmark in FakeAVCeleb's (or KoDF's) exact layout."""
+    import time
+
+    from avbench.datasets import synthetic
+
+    gens = {"fakeavceleb": synthetic.generate_fakeavceleb, "kodf": synthetic.generate_kodf}
+    if kind not in gens:
+        raise AvbenchError(f"--kind {kind!r}: use fakeavceleb or kodf")
+    if out.exists() and any(out.iterdir()):
+        raise AvbenchError(f"{out}: folder exists and is not empty")
+    t = time.perf_counter()
+    gens[kind](out, scale=scale, seed=seed, workers=workers)
+    n = sum(1 for _ in out.rglob("*.mp4"))
+    _console().print(f"wrote {n} videos to {out} in {time.perf_counter() - t:.1f} s "
+                     f"(read it with --data {kind}={out})")
+
+
+@data_app.command("check")
+def data_check(
+    data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of the dataset to check.")],
+    decode: Annotated[bool, typer.Option("--decode/--no-decode", help="Decode every file to find unreadable ones.")] = True,
+    workers: Annotated[int, typer.Option(help="Processes for decoding.")] = 0,
+) -> None:
+    """Report what a dataset holds (counts per type, method, group) and every unreadable file."""
+    from avbench.commands.data import check
+
+    code = check(data, decode=decode, workers=workers, plugins=_plugins(), console=_console())
+    raise typer.Exit(code)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of the dataset to prepare.")],
+    size: Annotated[int, typer.Option(help="Frame size of the prepared frames.")] = 224,
+    max_seconds: Annotated[float | None, typer.Option(help="Prepare only the first N seconds of each video.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes for decoding.")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
+    timing: Annotated[bool, typer.Option(help="Afterwards, time segment reads from the cache against decoding the sources.")] = False,
+) -> None:
+    """Decode, resample (and crop faces where needed) every video once into the cache."""
+    from avbench.commands.data import prepare_cmd
+
+    code = prepare_cmd(data, size=size, max_seconds=max_seconds, workers=workers, cache_dir=cache,
+                       timing=timing, plugins=_plugins(), console=_console())
+    raise typer.Exit(code)
+
+
+# -- plugin scaffold ---------------------------------------------------------------------------
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[str, typer.Argument(help="Plugin name, e.g. mydet (the detector's name too).")],
+    directory: Annotated[Path | None, typer.Option("--dir", help="Where to create the package (default: ./avbench-NAME).")] = None,
+) -> None:
+    """Create a working third-party detector plugin package (pyproject, detector, test)."""
+    from avbench.scaffold import new_plugin
+
+    path = new_plugin(name, directory)
+    _console().print(f"created {path}\nnext: pip install -e {path} && avbench plugins")
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _load_plugin_commands() -> None:
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):
+        if a == "--plugins-dir" and i + 1 < len(argv):
+            _STATE["plugins_dir"] = Path(argv[i + 1])
+        elif a.startswith("--plugins-dir="):
+            _STATE["plugins_dir"] = Path(a.split("=", 1)[1])
+    try:
+        _plugins().add_commands(app)
+    except AvbenchError:
+        pass  # reported again when a command needs the plugins
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code (errors become one line on stderr)."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
+    _STATE["plugins_dir"] = None
+    try:
+        app(args=args, prog_name="avbench", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except AvbenchError as e:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: internal error: {type(e).__name__}: {e} "
+                   "(rerun with --debug for the traceback)", err=True)
+        return 1
+    return 0
+
+
+def main() -> NoReturn:
+    _load_plugin_commands()
+    sys.exit(run_cli())

@@ -1,0 +1,85 @@
+"""``avbench protocols show``: a protocol's splits, and their counts on real data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from avbench.errors import AvbenchError
+
+
+def resolve_indexes(protocol: Any, data_items: list[str], plugins: Any, *, required: bool) -> dict:
+    from avbench.datasets.resolve import (
+        find_dataset_sources,
+        missing_dataset_message,
+        parse_data_items,
+        resolve_dataset,
+    )
+
+    sources = find_dataset_sources(parse_data_items(data_items))
+    out = {}
+    for name in protocol.datasets:
+        if name not in sources:
+            if required:
+                raise AvbenchError(missing_dataset_message(name))
+            continue
+        out[name] = resolve_dataset(name, sources[name], plugins.datasets)
+    return out
+
+
+def show_protocol(name: str, data_items: list[str], fold: str | None, write_lists: Path | None,
+                  plugins: Any, console: Any) -> None:
+    from rich.table import Table
+
+    from avbench.protocols import build_splits, check_vocabulary, get_protocol
+
+    protocol = get_protocol(name, plugins)
+    protocol.check_fold(fold)
+    console.print(f"[bold]{protocol.name}[/] v{protocol.version} ({protocol.path.name}, "
+                  f"sha256 {protocol.file_hash}): {protocol.description}")
+    console.print(f"datasets: {', '.join(protocol.datasets)}; training balance: "
+                  f"{protocol.balance}; metrics: {', '.join(protocol.metrics)}"
+                  + (f"; feeds Table {protocol.table}" if protocol.table else ""))
+    folds = [fold] if fold else (protocol.fold_names or [None])
+    indexes = resolve_indexes(protocol, data_items, plugins, required=bool(data_items))
+    if not indexes:
+        for f in folds:
+            t = Table(title=f"fold {f}" if f else "splits", title_justify="left")
+            for col in ("split", "dataset", "filters", "sample", "max seconds"):
+                t.add_column(col)
+            for split, spec in protocol.split_specs(f).items():
+                filters = "; ".join(f"{k} in {', '.join(map(str, v))}" for k, v in spec.where.items())
+                sample = (f"{spec.per_label} per label, seed {spec.seed}"
+                          if spec.per_label else "all")
+                t.add_row(split, spec.dataset, filters, sample, str(spec.max_seconds or "-"))
+            console.print(t)
+        console.print("give --data NAME=PATH (or NAME=synthetic) to count the videos of each split")
+        return
+    adapters = {n: plugins.dataset(n).load() for n in protocol.datasets}
+    for f in folds:
+        check_vocabulary(protocol, f, adapters)
+        splits = build_splits(protocol, f, indexes)
+        cats = sorted({r.category for s in splits.values() for r in s.records},
+                      key=lambda c: (c != "real", c))
+        t = Table(title=(f"fold {f}" if f else "splits") + " (videos)", title_justify="left")
+        for col in ("split", "dataset", "real", "fake", *cats, "groups", "hash"):
+            t.add_column(col, justify="right" if col not in ("split", "dataset", "groups") else "left")
+        for split, s in splits.items():
+            by_cat = Counter(r.category for r in s.records)
+            by_group = Counter((r.group or "-", r.label) for r in s.records)
+            groups = ", ".join(
+                f"{g}: {by_group[(g, 0)]}r/{by_group[(g, 1)]}f"
+                for g in sorted({g for g, _ in by_group})
+            )
+            c = s.counts()
+            t.add_row(split, s.dataset, str(c["real"]), str(c["fake"]),
+                      *(str(by_cat.get(k, 0)) for k in cats), groups, s.hash)
+            if write_lists is not None:
+                name_ = f"{protocol.name}{'-' + f if f else ''}-{split}.txt"
+                from avbench.results import atomic_write_text
+
+                atomic_write_text(write_lists / name_, "".join(f"{r.id}\n" for r in s.records))
+        console.print(t)
+    if write_lists is not None:
+        console.print(f"video lists written to {write_lists}")
