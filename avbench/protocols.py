@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from avbench.errors import LeakageError, ProtocolError
 from avbench.records import FILTER_FIELDS, VideoRecord

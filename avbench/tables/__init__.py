@@ -1,0 +1,74 @@
+"""The paper's Tables 1 to 5 from a results folder, with the paper's own numbers beside them.
+
+``build_and_render(results_root, table, fmt)`` is the single entry point the CLI uses;
+``collect``, ``build_table`` and ``render`` are its pieces. Numbers are percentages, always
+recomputed from each run's ``scores.csv``. Rows copied from the paper say ``reported`` in
+their ``Source`` column; rows avbench computed say ``computed``. Importing this package is
+cheap (no torch, no pandas until a table is built).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from avbench.errors import ConfigError
+from avbench.tables.build import (
+    AGGREGATES,
+    FOLDS,
+    FV_FOLDS,
+    PROTOCOL_TABLE,
+    TABLES,
+    Runs,
+    build_table,
+    collect,
+    table_for_protocol,
+)
+from avbench.tables.model import COMPUTED, REPORTED, Cell, Column, Row, Table
+from avbench.tables.published import load_published
+from avbench.tables.render import FORMATS, cell_text, render
+
+
+def build_and_render(
+    results_root: str | Path,
+    table: int,
+    fmt: str = "rich",
+    *,
+    published: bool = True,
+    include_incomplete: bool = False,
+    ci: bool = False,
+    aggregate: str = "latest",
+    mixed_versions: str = "newest",
+) -> Any:
+    """Collect the runs below ``results_root``, build Table ``table`` and render it as
+    ``fmt`` (``rich`` gives a rich renderable, the others a string)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+    runs = collect(results_root, include_incomplete=include_incomplete)
+    t = build_table(table, runs, published=published, ci=ci, aggregate=aggregate,
+                    mixed_versions=mixed_versions)
+    return render(t, fmt)
+
+
+__all__ = [
+    "AGGREGATES",
+    "COMPUTED",
+    "FOLDS",
+    "FORMATS",
+    "FV_FOLDS",
+    "PROTOCOL_TABLE",
+    "REPORTED",
+    "TABLES",
+    "Cell",
+    "Column",
+    "Row",
+    "Runs",
+    "Table",
+    "build_and_render",
+    "build_table",
+    "cell_text",
+    "collect",
+    "load_published",
+    "render",
+    "table_for_protocol",
+]

@@ -1,0 +1,470 @@
+"""Build the paper's tables from a results folder.
+
+Rules:
+
+- metrics are always recomputed from ``scores.csv``; ``metrics.json`` is never read;
+- runs whose ``run.json`` status is not ``complete`` are left out unless
+  ``include_incomplete`` (their cells are then marked with a dagger and the row's source says
+  ``computed (incomplete)``); a complete run is always preferred over an incomplete one;
+- several runs of one (detector, protocol, fold): ``aggregate="latest"`` shows the most
+  recent (by ``finished``, then ``created``, then run-id), ``aggregate="mean"`` the mean and
+  standard deviation over them; a footnote says how many there were;
+- protocol versions are never mixed: per protocol the newest version found is used and the
+  runs of older versions are named in a footnote (``mixed_versions="error"`` raises instead);
+- a run folder whose ``run.json`` or ``scores.csv`` cannot be read is skipped and named in a
+  footnote.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avbench.errors import ConfigError, ResultsError
+from avbench.results import ALL_FOLDS, RunRecord, iter_runs
+from avbench.tables import published as pub
+from avbench.tables.model import (
+    COMPUTED,
+    COMPUTED_INCOMPLETE,
+    SOURCE_COLUMN,
+    Cell,
+    Column,
+    Row,
+    Table,
+)
+
+TABLES = (1, 2, 3, 4, 5)
+PROTOCOL_TABLE = {"intra": 1, "cross-manip": 2, "cross-dataset": 3}
+FOLDS = ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")
+FV_FOLDS = FOLDS[1:]
+AVG_FV = "AVG-FV"
+PROTOCOL_FOLDS = {"intra": (ALL_FOLDS,), "cross-manip": FOLDS, "cross-dataset": (ALL_FOLDS,)}
+AGGREGATES = ("latest", "mean")
+N_BOOT = 1000
+BOOT_SEED = 0
+CHECK_COLUMNS = ("Audio Branch", "Visual Branch", "L_CMFM")
+LABELS = {"acc": "Acc.", "auc": "AUC", "ap": "AP", "acc_v": "Acc._v", "auc_v": "AUC_v",
+          "acc_a": "Acc._a", "auc_a": "AUC_a"}
+METRIC_NAMES = {"acc": "Acc", "auc": "AUC", "ap": "AP", "acc_v": "Acc_v", "auc_v": "AUC_v",
+                "acc_a": "Acc_a", "auc_a": "AUC_a"}
+_BEST = " The best value of each column is in bold, the second best underlined."
+TITLES = {
+    1: "Table 1: Intra-dataset results on FakeAVCeleb (protocol intra).",
+    2: "Table 2: Cross-manipulation results on FakeAVCeleb when testing on each forgery type "
+       "after training on the remaining four (protocol cross-manip).",
+    3: "Table 3: Cross-dataset results on a subset of KoDF, after training on FakeAVCeleb "
+       "(protocol cross-dataset).",
+    4: "Table 4: Performances of each branch and the effect of L_CMFM: intra-dataset "
+       "evaluation on FakeAVCeleb (protocol intra) and cross-dataset evaluation on KoDF "
+       "(protocol cross-dataset).",
+    5: "Table 5: Results on different losses and prompt adding operation: FakeAVCeleb "
+       "(protocol intra) and KoDF (protocol cross-dataset).",
+}
+TABLE4_ORDER = [(True, False, False), (False, True, False), (True, True, False),
+                (True, True, True)]
+
+
+def table_for_protocol(name: str) -> int:
+    """The paper's table for a protocol: intra 1, cross-manip 2, cross-dataset 3."""
+    try:
+        return PROTOCOL_TABLE[name]
+    except KeyError:
+        known = ", ".join(f"{p} ({n})" for p, n in PROTOCOL_TABLE.items())
+        raise ConfigError(f"no paper table for protocol {name!r}; tables exist for {known}"
+                          ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Collecting runs
+
+
+class Runs(list):
+    """The run records found under a results folder (a list of :class:`RunRecord`).
+
+    ``problems`` names the run folders that could not be read; ``left_out`` holds the
+    incomplete runs that were left out (``include_incomplete=False``); ``root`` is the folder.
+    """
+
+    def __init__(self, runs: Iterable[RunRecord] = (), *, root: Path | None = None,
+                 problems: list[str] | None = None, left_out: list[RunRecord] | None = None):
+        super().__init__(runs)
+        self.root = root
+        self.problems = list(problems or [])
+        self.left_out = list(left_out or [])
+
+
+def _rel(text: str, root: Path) -> str:
+    """Strip the results folder from paths in a message (footnotes name runs relative to it)."""
+    for prefix in (str(root) + os.sep, root.as_posix() + "/"):
+        text = text.replace(prefix, "")
+    return text
+
+
+def collect(results_root: str | Path, *, include_incomplete: bool = False) -> Runs:
+    """Every readable run below ``results_root``: complete ones, and incomplete ones too when
+    ``include_incomplete``. Unreadable run folders are listed in ``.problems`` (not raised).
+
+    Raises :class:`ResultsError` when the folder does not exist.
+    """
+    root = Path(results_root)
+    runs, problems, left_out = [], [], []
+    for item in iter_runs(root):
+        if isinstance(item, ResultsError):
+            problems.append(f"skipped unreadable run folder: {_rel(str(item), root)}")
+            continue
+        if not item.protocol:
+            problems.append(f"skipped run folder without protocol name: "
+                            f"{_rel(str(item.path), root)}")
+            continue
+        if item.complete or include_incomplete:
+            runs.append(item)
+        else:
+            left_out.append(item)
+    return Runs(runs, root=root, problems=problems, left_out=left_out)
+
+
+# --------------------------------------------------------------------------------------------
+# Selecting and evaluating runs
+
+
+def _version_key(v: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                 for p in re.split(r"[.\-_+]", v) if p)
+
+
+def _recency(r: RunRecord) -> tuple:
+    return (r.complete, r.finished, r.path.name)
+
+
+def _canonical_fold(protocol: str, fold: str) -> str | None:
+    allowed = PROTOCOL_FOLDS.get(protocol)
+    if allowed is None:
+        return fold
+    for f in allowed:
+        if f.lower() == fold.lower():
+            return f
+    return None
+
+
+def _where(protocol: str, fold: str) -> str:
+    return protocol if fold == ALL_FOLDS else f"{protocol} {fold}"
+
+
+@dataclass
+class _Evaluated:
+    run: RunRecord
+    metrics: dict[str, Any]
+
+
+class _Pool:
+    """The runs of some protocols, one protocol version each, grouped by
+    (detector, protocol, fold) and evaluated on demand."""
+
+    def __init__(self, runs: Runs, protocols: Iterable[str], *, aggregate: str, ci: bool,
+                 mixed_versions: str, notes: list[str]):
+        self.aggregate = aggregate
+        self.ci = ci
+        self.notes = notes
+        self.root = runs.root
+        self.groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+        self._cache: dict[tuple[str, str, str], list[_Evaluated]] = {}
+        for proto in protocols:
+            mine = [r for r in runs if r.protocol == proto]
+            if not mine:
+                continue
+            versions = sorted({r.protocol_version for r in mine}, key=_version_key)
+            newest = versions[-1]
+            if len(versions) > 1:
+                older = [r for r in mine if r.protocol_version != newest]
+                listing = ", ".join(repr(v) for v in versions[:-1])
+                if mixed_versions == "error":
+                    raise ResultsError(
+                        f"results of protocol {proto!r} mix versions {listing} and {newest!r}; "
+                        f"move the old runs away or build with mixed_versions='newest'")
+                notes.append(f"{proto}: {len(older)} run(s) of older protocol version(s) "
+                             f"{listing} left out; computed rows use version {newest!r} only.")
+                mine = [r for r in mine if r.protocol_version == newest]
+            notes.append(f"Computed rows of {proto}: protocol version {newest!r}.")
+            unknown: dict[str, int] = defaultdict(int)
+            for r in mine:
+                fold = _canonical_fold(proto, r.fold)
+                if fold is None:
+                    unknown[r.fold] += 1
+                    continue
+                self.groups[(r.detector, proto, fold)].append(r)
+            for fold, n in sorted(unknown.items()):
+                notes.append(f"{proto}: {n} run(s) of fold {fold!r} left out (no such column).")
+        for group in self.groups.values():
+            group.sort(key=_recency, reverse=True)
+
+    def detectors(self, protocols: Iterable[str] | None = None) -> list[str]:
+        ps = set(protocols) if protocols is not None else None
+        return sorted({d for d, p, _ in self.groups if ps is None or p in ps})
+
+    def detector_info(self, detector: str) -> dict[str, Any]:
+        """``run.json``'s ``detector`` object merged over the detector's runs, oldest first, so
+        the most recent run wins per field (and per ``tables`` entry), while a run that lacks
+        a field does not erase it."""
+        runs = [r for (d, _, _), rs in self.groups.items() if d == detector for r in rs]
+        runs.sort(key=_recency)
+        merged: dict[str, Any] = {}
+        tables: dict[str, Any] = {}
+        for r in runs:
+            info = r.info.get("detector")
+            if not isinstance(info, dict):
+                continue
+            merged.update({k: v for k, v in info.items() if v not in (None, "")})
+            if isinstance(info.get("tables"), dict):
+                tables.update(info["tables"])
+        merged["tables"] = tables
+        return merged
+
+    def evaluate(self, key: tuple[str, str, str]) -> list[_Evaluated]:
+        if key in self._cache:
+            return self._cache[key]
+        from avbench.metrics import metrics_from_frame
+
+        candidates = self.groups.get(key, [])
+        complete = [r for r in candidates if r.complete]
+        pool = complete or candidates
+        used: list[_Evaluated] = []
+        for r in pool:
+            try:
+                df = r.scores()
+            except ResultsError as e:
+                msg = _rel(str(e), self.root) if self.root else str(e)
+                self.notes.append(f"skipped run with unreadable scores: {msg}")
+                continue
+            metrics = metrics_from_frame(df, n_boot=N_BOOT if self.ci else 0, seed=BOOT_SEED)
+            used.append(_Evaluated(r, metrics))
+            if self.aggregate == "latest":
+                break
+        detector, proto, fold = key
+        where = _where(proto, fold)
+        if self.aggregate == "latest" and len(complete) > 1 and used:
+            self.notes.append(
+                f"{detector} on {where}: {len(complete)} complete runs available; the latest "
+                f"({used[0].run.path.name}) is shown.")
+        elif self.aggregate == "mean" and len(used) > 1:
+            self.notes.append(f"{detector} on {where}: mean ± std over {len(used)} runs.")
+        self._cache[key] = used
+        return used
+
+    def cell(self, detector: str, col: Column) -> Cell:
+        assert col.protocol is not None
+        used = self.evaluate((detector, col.protocol, col.fold))
+        if not used:
+            return Cell()
+        incomplete = any(not e.run.complete for e in used)
+        ms = [e.metrics[col.metric] for e in used if col.metric in e.metrics]
+        if not ms:
+            return Cell(incomplete=incomplete)
+        defined = [m for m in ms if m.value is not None]
+        if not defined:
+            return Cell(undefined=ms[0].undefined or "undefined", incomplete=incomplete,
+                        n_runs=len(ms))
+        if self.aggregate == "latest":
+            m = defined[0]
+            return Cell(value=100 * m.value,
+                        lo=None if m.lo is None else 100 * m.lo,
+                        hi=None if m.hi is None else 100 * m.hi,
+                        n_runs=1, incomplete=incomplete)
+        import numpy as np
+
+        vals = np.array([100 * m.value for m in defined])
+        if len(defined) < len(ms):
+            self.notes.append(
+                f"{detector} on {_where(col.protocol, col.fold)}: {METRIC_NAMES[col.metric]} is "
+                f"undefined in {len(ms) - len(defined)} of {len(ms)} runs; the mean is over "
+                f"the others.")
+        return Cell(value=float(vals.mean()),
+                    std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                    n_runs=len(vals), incomplete=incomplete)
+
+
+# --------------------------------------------------------------------------------------------
+# Table specifications
+
+
+def _columns(number: int) -> list[Column]:
+    if number == 1:
+        return [Column(m, LABELS[m], "", "intra", ALL_FOLDS, m) for m in ("acc", "auc")]
+    if number == 2:
+        cols = [Column(f"{f}.{m}", LABELS[m], f, "cross-manip", f, m)
+                for f in FOLDS for m in ("ap", "auc")]
+        return cols + [Column(f"{AVG_FV}.{m}", LABELS[m], AVG_FV, None, ALL_FOLDS, m)
+                       for m in ("ap", "auc")]
+    if number == 3:
+        return [Column(m, LABELS[m], "", "cross-dataset", ALL_FOLDS, m) for m in ("ap", "auc")]
+    fav = ("acc", "auc", "acc_v", "auc_v", "acc_a", "auc_a") if number == 4 else ("acc", "auc")
+    return ([Column(f"FakeAVCeleb.{m}", LABELS[m], "FakeAVCeleb", "intra", ALL_FOLDS, m)
+             for m in fav]
+            + [Column(f"KoDF.{m}", LABELS[m], "KoDF", "cross-dataset", ALL_FOLDS, m)
+               for m in ("acc", "auc")])
+
+
+def _text_columns(number: int) -> list[str]:
+    return {1: ["Method", SOURCE_COLUMN],
+            2: ["Method", SOURCE_COLUMN],
+            3: ["Method", "Modality", SOURCE_COLUMN],
+            4: [*CHECK_COLUMNS, "Method", SOURCE_COLUMN],
+            5: ["Variant", "Method", SOURCE_COLUMN]}[number]
+
+
+def _published_text(number: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def text(e: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"Method": e["method"]}
+        if number == 3:
+            out["Modality"] = e["modality"]
+        elif number == 4:
+            out.update(zip(CHECK_COLUMNS, (e["audio"], e["visual"], e["cmfm"]), strict=True))
+        elif number == 5:
+            out["Variant"] = e["label"]
+        return out
+    return text
+
+
+def _table4_flags(spec: Any) -> tuple[bool, bool, bool] | None:
+    if not isinstance(spec, dict):
+        return None
+    return (bool(spec.get("audio")), bool(spec.get("visual")), bool(spec.get("cmfm")))
+
+
+def _computed_rows(number: int, pool: _Pool, columns: list[Column],
+                   notes: list[str]) -> list[Row]:
+    protos = {c.protocol for c in columns if c.protocol}
+    rows: list[tuple[tuple, Row]] = []
+    table5_order = [e["label"] for e in pub.published_table(5)["rows"]]
+    for det in pool.detectors(protos):
+        info = pool.detector_info(det)
+        tables = info.get("tables") if isinstance(info.get("tables"), dict) else {}
+        text: dict[str, Any] = {"Method": det}
+        order: tuple = (det,)
+        if number == 3:
+            text["Modality"] = str(info.get("modality", ""))
+        elif number == 4:
+            flags = _table4_flags(tables.get("table4"))
+            if flags is None:
+                continue
+            text.update(zip(CHECK_COLUMNS, flags, strict=True))
+            order = (TABLE4_ORDER.index(flags) if flags in TABLE4_ORDER else 99, det)
+        elif number == 5:
+            label = tables.get("table5")
+            if not label:
+                continue
+            text["Variant"] = str(label)
+            order = (table5_order.index(label) if label in table5_order else 99, det)
+        cells = {c.key: pool.cell(det, c) for c in columns if c.protocol}
+        if not any(pool.evaluate((det, c.protocol, c.fold)) for c in columns if c.protocol):
+            continue  # every run of this detector was unreadable (named in a footnote)
+        if number == 2:
+            _add_avg_fv(cells)
+        incomplete = any(c.incomplete for c in cells.values())
+        source = COMPUTED_INCOMPLETE if incomplete else COMPUTED
+        text[SOURCE_COLUMN] = source
+        row = Row(text=text, cells={c.key: cells[c.key] for c in columns}, source=source,
+                  detector=det)
+        for c in columns:
+            cell = row.cells[c.key]
+            if cell.undefined:
+                where = c.protocol or "cross-manip"
+                if c.fold != ALL_FOLDS:
+                    where += f" {c.fold}"
+                elif c.group == AVG_FV:
+                    where += f" {AVG_FV}"
+                notes.append(f"n/a: {METRIC_NAMES[c.metric]} of {det} on {where} is "
+                             f"undefined: {cell.undefined}.")
+        rows.append((order, row))
+    if number in (4, 5) and not rows and pool.groups:
+        key = f"table{number}"
+        notes.append(f"No run's detector declares {key!r} in its tables metadata, so no "
+                     f"computed rows.")
+    rows.sort(key=lambda x: x[0])
+    return [r for _, r in rows]
+
+
+def _add_avg_fv(cells: dict[str, Cell]) -> None:
+    for m in ("ap", "auc"):
+        parts = [cells[f"{f}.{m}"] for f in FV_FOLDS]
+        incomplete = any(p.incomplete for p in parts)
+        if all(p.present for p in parts):
+            value = sum(p.value for p in parts) / len(parts)  # type: ignore[misc]
+            cells[f"{AVG_FV}.{m}"] = Cell(value=value, incomplete=incomplete)
+        elif any(p.undefined for p in parts) and all(p.present or p.undefined for p in parts):
+            cells[f"{AVG_FV}.{m}"] = Cell(undefined="undefined in at least one FV fold",
+                                          incomplete=incomplete)
+        else:
+            cells[f"{AVG_FV}.{m}"] = Cell()
+
+
+def build_table(
+    number: int,
+    runs: Runs | Iterable[RunRecord],
+    *,
+    published: bool = True,
+    ci: bool = False,
+    aggregate: str = "latest",
+    mixed_versions: str = "newest",
+) -> Table:
+    """Table ``number`` (1 to 5) from collected runs, with the paper's rows unless
+    ``published=False``. See the module docstring for the rules."""
+    if number not in TABLES:
+        raise ConfigError(f"no table {number}; the paper has tables 1 to 5")
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}")
+    if mixed_versions not in ("newest", "error"):
+        raise ConfigError(f"mixed_versions must be 'newest' or 'error', not {mixed_versions!r}")
+    if not isinstance(runs, Runs):
+        runs = Runs(runs)
+    columns = _columns(number)
+    protos = [p for p in dict.fromkeys(c.protocol for c in columns) if p]
+    notes: list[str] = []
+    pool = _Pool(runs, protos, aggregate=aggregate, ci=ci, mixed_versions=mixed_versions,
+                 notes=notes)
+    computed = _computed_rows(number, pool, columns, notes)
+    table = Table(number=number, title=TITLES[number] + _BEST,
+                  text_columns=_text_columns(number), columns=columns,
+                  decimals=2 if number == 1 else 1, ci=ci and aggregate == "latest",
+                  aggregate=aggregate, check_columns=CHECK_COLUMNS if number == 4 else ())
+    footnotes: list[str] = []
+    if published:
+        table.rows.extend(pub.published_rows(number, _published_text(number)))
+        footnotes.append(pub.published_footnote(number))
+        footnotes.append("'-': not given in the paper.")
+    table.rows.extend(computed)
+    if computed:
+        footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
+                         "scores.csv (metrics.json is not read); a blank cell has no run.")
+    elif not pool.groups:
+        where = f" in {runs.root.name or runs.root}" if runs.root is not None else ""
+        footnotes.append(f"No computed rows: no usable run of {' or '.join(protos)}{where}.")
+    if number == 2:
+        footnotes.append("AVG-FV is the mean of the four FV folds, shown only where all four "
+                         "are present.")
+    if any(c.incomplete for r in computed for c in r.cells.values()):
+        footnotes.append("†: from an incomplete run (status is not 'complete').")
+    left = [r for r in runs.left_out if r.protocol in protos]
+    if left:
+        footnotes.append(f"{len(left)} incomplete run(s) left out (include them with "
+                         f"include_incomplete / --include-incomplete).")
+    if aggregate == "mean":
+        footnotes.append("Computed values are the mean ± standard deviation over the runs of "
+                         "each (detector, protocol, fold).")
+        if ci:
+            footnotes.append("Bootstrap intervals are not shown with mean aggregation.")
+    elif ci:
+        footnotes.append(f"[lo, hi]: 95% bootstrap interval over videos ({N_BOOT} resamples, "
+                         f"seed {BOOT_SEED})"
+                         + ("; AVG-FV has none." if number == 2 else "."))
+    if any(c.undefined for r in computed for c in r.cells.values()):
+        footnotes.append("n/a: the metric is undefined on the test set (details below).")
+    footnotes.extend(dict.fromkeys(notes))
+    footnotes.extend(runs.problems)
+    table.footnotes = footnotes
+    table.rank()
+    return table
