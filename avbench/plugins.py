@@ -159,7 +159,7 @@ class PluginSystem:
     def _call(self, hook_name: str, register: Any) -> None:
         """Call a hook plugin by plugin, so that one raising does not hide the others."""
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order: built-ins first
             status = self._status(impl.plugin_name)
             if status is not None and status.error:
                 continue
@@ -211,7 +211,7 @@ class PluginSystem:
         return sets[name]
 
     def add_commands(self, app: Any) -> None:
-        for impl in reversed(self.pm.hook.avbench_register_commands.get_hookimpls()):
+        for impl in self.pm.hook.avbench_register_commands.get_hookimpls():
             status = self._status(impl.plugin_name)
             if status is not None and status.error:
                 continue

@@ -1,0 +1,144 @@
+"""``avbench data check`` and ``avbench data prepare``."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from avbench.errors import AvbenchError
+
+
+def _indexes(data_items: list[str], plugins: Any) -> dict[str, Any]:
+    from avbench.datasets.resolve import parse_data_items, resolve_dataset
+
+    items = parse_data_items(data_items)
+    if not items:
+        raise AvbenchError("give at least one --data NAME=PATH")
+    return {name: resolve_dataset(name, value, plugins.datasets) for name, value in items.items()}
+
+
+def _probe(path: str, face_crop: bool) -> tuple[str, str] | None:
+    """Decode one file fully; (kind, reason) when it cannot be decoded."""
+    from avbench.errors import BadMediaError
+    from avbench.media.decode import Pipeline, decode
+
+    try:
+        decode(Path(path), Pipeline(size=64, face_crop=face_crop))
+    except BadMediaError as e:
+        return e.kind, e.reason
+    return None
+
+
+def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, console: Any) -> int:
+    """Counts per type, method, group and label; every index problem; every unreadable file.
+    Exit code 1 when a file cannot be decoded."""
+    from rich.table import Table
+
+    from avbench.engine.progress import Progress
+    from avbench.detector import RunContext
+
+    bad_total = 0
+    for name, idx in _indexes(data_items, plugins).items():
+        recs = idx.records
+        n_fake = sum(r.label for r in recs)
+        console.print(f"[bold]{name}[/]: {len(recs)} videos ({len(recs) - n_fake} real, "
+                      f"{n_fake} fake); fingerprint {idx.fingerprint}")
+        for field in ("type", "method", "category", "group"):
+            counts = Counter((getattr(r, field) or "-", r.label) for r in recs)
+            values = sorted({v for v, _ in counts})
+            if values == ["-"]:
+                continue
+            t = Table(title=f"by {field}", title_justify="left")
+            for col in (field, "real", "fake"):
+                t.add_column(col, justify="left" if col == field else "right")
+            for v in values:
+                t.add_row(v, str(counts[(v, 0)]), str(counts[(v, 1)]))
+            console.print(t)
+        if idx.problems:
+            reasons = Counter(p.reason.split(":")[0] for p in idx.problems)
+            console.print(f"[yellow]{len(idx.problems)} problem(s) while indexing[/]: "
+                          + "; ".join(f"{k} ({v})" for k, v in reasons.most_common()))
+            for p in idx.problems[:50]:
+                console.print(f"  {p.where}: {p.reason}")
+            if len(idx.problems) > 50:
+                console.print(f"  ... and {len(idx.problems) - 50} more")
+        if not decode:
+            continue
+        paths = [str(idx.root / r.id) for r in recs]
+        bad: list[tuple[str, str, str]] = []
+        ctx = RunContext(console=console)
+        with Progress(ctx, total=len(paths), desc=f"decoding {name}", unit="video") as bar:
+            if workers > 0:
+                with ProcessPoolExecutor(workers) as pool:
+                    results = pool.map(_probe, paths, [idx.face_crop] * len(paths), chunksize=4)
+                    for r, res in zip(recs, results, strict=True):
+                        if res is not None:
+                            bad.append((r.id, *res))
+                        bar.advance(1)
+            else:
+                for r, p in zip(recs, paths, strict=True):
+                    res = _probe(p, idx.face_crop)
+                    if res is not None:
+                        bad.append((r.id, *res))
+                    bar.advance(1)
+        if bad:
+            console.print(f"[bold red]{len(bad)} of {len(paths)} file(s) cannot be decoded[/] "
+                          f"({', '.join(f'{k}: {v}' for k, v in Counter(b[1] for b in bad).items())})")
+            for vid, kind, reason in bad:
+                console.print(f"  {vid}: {kind}: {reason}")
+        else:
+            console.print(f"all {len(paths)} file(s) decode")
+        bad_total += len(bad)
+    return 1 if bad_total else 0
+
+
+def prepare_cmd(data_items: list[str], *, size: int, max_seconds: float | None, workers: int,
+                cache_dir: Path | None, timing: bool, plugins: Any, console: Any) -> int:
+    from avbench.media.cache import PreparedCache, prepare
+    from avbench.media.decode import Pipeline
+
+    cache = PreparedCache(cache_dir)
+    code = 0
+    for name, idx in _indexes(data_items, plugins).items():
+        pipeline = Pipeline(size=size, max_seconds=max_seconds, face_crop=idx.face_crop)
+        items = [(r.id, idx.root / r.id) for r in idx.records]
+        res = prepare(items, pipeline, cache, workers=workers, progress=True, console=console)
+        console.print(f"[bold]{name}[/]: {len(res.entries)} of {len(items)} video(s) prepared "
+                      f"({res.n_decoded} decoded now, {res.n_cached} already cached) in "
+                      f"{res.seconds:.1f} s; cache: {cache.root}")
+        if res.problems:
+            code = 1
+            console.print(f"[bold red]{len(res.problems)} video(s) could not be prepared:[/]")
+            for p in res.problems:
+                console.print(f"  {p.id}: {p.kind}: {p.reason}")
+        if timing and res.entries:
+            _timing(idx, res, cache, pipeline, console)
+    return code
+
+
+def _timing(idx: Any, res: Any, cache: Any, pipeline: Any, console: Any, n: int = 20) -> None:
+    """Time a random 16-frame segment read from the cache against decoding its source."""
+    import numpy as np
+
+    from avbench.detector import InputSpec
+    from avbench.media.decode import decode
+    from avbench.media.videoset import VideoSet
+
+    rng = np.random.default_rng(0)
+    recs = [r for r in idx.records if r.id in res.entries]
+    pick = [recs[i] for i in rng.choice(len(recs), size=min(n, len(recs)), replace=False)]
+    spec = InputSpec(size=pipeline.size or 224)
+    vs = VideoSet(pick, {r.id: res.entries[r.id] for r in pick}, cache, spec)
+    t = time.perf_counter()
+    for r in pick:
+        decode(idx.root / r.id, pipeline)
+    t_decode = (time.perf_counter() - t) / len(pick)
+    t = time.perf_counter()
+    vs.random_segments(np.arange(len(pick)), rng)
+    t_cache = (time.perf_counter() - t) / len(pick)
+    console.print(f"timing over {len(pick)} videos: decode source {1000 * t_decode:.1f} ms/video, "
+                  f"random segment from cache {1000 * t_cache:.2f} ms "
+                  f"-> {t_decode / max(t_cache, 1e-9):.0f}x faster")

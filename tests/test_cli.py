@@ -1,0 +1,77 @@
+"""CLI behaviour a new user meets first: light start-up and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from avbench.testing import run_cli
+
+PROBE = """
+import sys
+import avbench.cli as cli
+cli._load_plugin_commands()
+code = cli.run_cli({args!r})
+heavy = sorted(m for m in ("torch", "pandas", "av", "sklearn", "cv2", "open_clip", "whisper")
+               if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["detectors"], ["protocols"],
+                                  ["run", "--help"]])
+def test_help_and_listings_do_not_import_torch(args):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "HEAVY=\n" in out, out[-500:]
+
+
+def _one_line_error(r, code=2):
+    assert r.exit_code == code, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def test_unknown_detector():
+    line = _one_line_error(run_cli(["run", "--detector", "nope", "--protocol", "intra"]))
+    assert "unknown detector 'nope'" in line and "sync-corr" in line
+
+
+def test_unknown_protocol():
+    line = _one_line_error(run_cli(["run", "--detector", "sync-corr", "--protocol", "nope"]))
+    assert "unknown protocol 'nope'" in line and "cross-manip" in line
+
+
+def test_unknown_fold():
+    line = _one_line_error(run_cli(["run", "-d", "sync-corr", "-p", "cross-manip", "--fold", "X"]))
+    assert "no fold 'X'" in line and "RVFA" in line
+
+
+def test_bad_set():
+    line = _one_line_error(run_cli(["run", "-d", "sync-corr", "-p", "intra", "--set", "nokey=1"]))
+    assert "unknown key 'nokey'" in line
+    line = _one_line_error(run_cli(["run", "-d", "sync-corr", "-p", "intra", "--set", "oops"]))
+    assert "expected KEY=VALUE" in line
+
+
+def test_missing_dataset_root(tmp_path):
+    line = _one_line_error(run_cli(["run", "-d", "sync-corr", "-p", "intra",
+                                    "--data", f"fakeavceleb={tmp_path / 'nowhere'}"]))
+    assert "nowhere" in line
+
+
+def test_missing_results_folder(tmp_path):
+    line = _one_line_error(run_cli(["table", "--table", "1", "--results", str(tmp_path / "none")]))
+    assert "results folder not found" in line
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(Exception, match="unknown detector"):
+        run_cli(["--debug", "run", "--detector", "nope", "--protocol", "intra"])
+
+
+def test_version():
+    r = run_cli(["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("avbench ")
