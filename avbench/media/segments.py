@@ -1,0 +1,71 @@
+"""Segments: T consecutive frames and the matching T x spf audio samples.
+
+Evaluation takes every non-overlapping segment (starts 0, T, 2T, ...; trailing frames that
+do not fill a segment are not evaluated); training draws one random segment per video. A
+video shorter than T frames has a single segment at start 0, loop-padded to T frames
+(:func:`loop_pad`); the padding is counted, never hidden.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def n_segments(n_frames: int, T: int) -> int:
+    """How many segments a video of ``n_frames`` frames gives (at least 1: a short one is padded)."""
+    if n_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {n_frames}")
+    if T < 1:
+        raise ValueError(f"segment length must be >= 1, got {T}")
+    return max(1, n_frames // T)
+
+
+def eval_starts(n_frames: int, T: int) -> np.ndarray:
+    """Start frames of every non-overlapping segment: 0, T, 2T, ... (``[0]`` for a short video)."""
+    return np.arange(n_segments(n_frames, T), dtype=np.int64) * T
+
+
+def random_start(n_frames: int, T: int, rng: np.random.Generator) -> int:
+    """A uniformly random start frame in ``[0, n_frames - T]`` (0 for a short video)."""
+    n_segments(n_frames, T)  # validates
+    if n_frames <= T:
+        return 0
+    return int(rng.integers(0, n_frames - T + 1))
+
+
+def padded_frames(n_frames: int, T: int) -> int:
+    """Frames that loop padding adds to a video of ``n_frames`` frames."""
+    return max(0, T - n_frames)
+
+
+def loop_pad(
+    frames: np.ndarray | None, audio: np.ndarray | None, T: int, spf: int
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """Repeat a short clip from its start until it has ``T`` frames.
+
+    ``frames`` is (N, ...) and ``audio`` (N * spf,); either may be None (a modality that is
+    not read). Frame ``k`` of the result is frame ``k mod N`` and carries audio samples
+    ``[(k mod N) * spf, (k mod N + 1) * spf)``, so picture and sound stay in sync. Returns
+    ``(frames, audio, padded_frames)``; a clip of at least T frames comes back unchanged
+    with 0.
+    """
+    if frames is not None:
+        n = len(frames)
+        if audio is not None and len(audio) != n * spf:
+            raise ValueError(f"audio has {len(audio)} samples, expected {n} x {spf}")
+    elif audio is not None:
+        if len(audio) % spf:
+            raise ValueError(f"audio length {len(audio)} is not a multiple of {spf}")
+        n = len(audio) // spf
+    else:
+        raise ValueError("loop_pad needs frames or audio")
+    if n < 1:
+        raise ValueError("cannot pad an empty clip")
+    if n >= T:
+        return frames, audio, 0
+    idx = np.arange(T) % n
+    out_frames = frames[idx] if frames is not None else None
+    out_audio = None
+    if audio is not None:
+        out_audio = np.asarray(audio).reshape(n, spf)[idx].reshape(-1)
+    return out_frames, out_audio, T - n

@@ -1,0 +1,256 @@
+"""A split's videos over prepared cache entries: what ``Detector.fit`` and ``evaluate`` read.
+
+:class:`VideoSet` implements :class:`avbench.detector.VideoSetLike`. Segments are read from
+the memory-mapped cache arrays (only the frames and samples of the segment, and only the
+modalities the detector's :class:`~avbench.detector.InputSpec` reads). A video shorter than
+one segment is loop-padded to ``spec.frames`` frames and the padding is reported by
+:meth:`VideoSet.padded_frames`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from avbench.detector import InputSpec, SegmentBatch
+from avbench.errors import ConfigError
+from avbench.media.cache import CacheEntry, PreparedCache
+from avbench.media.decode import Clip, Pipeline
+from avbench.media.segments import eval_starts, loop_pad, random_start
+from avbench.media.segments import n_segments as _n_segments
+from avbench.records import VideoRecord
+
+#: memory maps kept open per process and modality (each holds a file descriptor)
+OPEN_MAPS = 32
+
+
+def pipeline_for_spec(spec: InputSpec, **kwargs: Any) -> Pipeline:
+    """The :class:`Pipeline` that prepares media for a detector reading ``spec``
+    (``max_seconds`` / ``face_crop`` as keyword arguments)."""
+    return Pipeline(fps=spec.fps, sample_rate=spec.sample_rate, size=spec.size, **kwargs)
+
+
+class _Maps:
+    """A small LRU of open memory maps (read lazily; dropped when pickled)."""
+
+    def __init__(self, capacity: int = OPEN_MAPS) -> None:
+        self.capacity = capacity
+        self.maps: OrderedDict[Any, np.ndarray] = OrderedDict()
+
+    def get(self, path: Any) -> np.ndarray:
+        arr = self.maps.get(path)
+        if arr is None:
+            arr = np.load(path, mmap_mode="r")
+            self.maps[path] = arr
+            if len(self.maps) > self.capacity:
+                self.maps.popitem(last=False)
+        else:
+            self.maps.move_to_end(path)
+        return arr
+
+
+class VideoSet:
+    """The videos of ``records`` (in that order), read from their prepared ``entries``.
+
+    Every record needs an entry (drop and report unusable videos before building a set), and
+    every entry must have been prepared at the ``spec``'s fps, sample rate and size;
+    otherwise a :class:`avbench.errors.ConfigError` says what differs.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        entries: dict[str, CacheEntry],
+        cache: PreparedCache,
+        spec: InputSpec,
+    ) -> None:
+        self.records: list[VideoRecord] = list(records)
+        self.spec = spec
+        self.cache = cache
+        missing = [r.id for r in self.records if r.id not in entries]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(self.records)} videos have no prepared entry "
+                f"(first: {missing[0]}); leave unusable videos out (and report them) before "
+                "building a VideoSet"
+            )
+        self._entries = [entries[r.id] for r in self.records]
+        self._check_spec()
+        self._n = np.array([e.n_frames for e in self._entries], dtype=np.int64)
+        self.label = np.array([r.label for r in self.records], dtype=np.int64)
+        self.label_v = np.array([r.label_v for r in self.records], dtype=np.int64)
+        self.label_a = np.array([r.label_a for r in self.records], dtype=np.int64)
+        self._frames = _Maps()
+        self._audio = _Maps()
+        self._eval: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _check_spec(self) -> None:
+        spec = self.spec
+        bad = {
+            (e.fps, e.sample_rate, e.height, e.width)
+            for e in self._entries
+            if (e.fps, e.sample_rate, e.height, e.width)
+            != (spec.fps, spec.sample_rate, spec.size, spec.size)
+        }
+        if bad:
+            fps, sr, h, w = sorted(bad)[0]
+            raise ConfigError(
+                f"prepared media (fps={fps}, sample_rate={sr}, size={h}x{w}) do not match what "
+                f"the detector reads (fps={spec.fps}, sample_rate={spec.sample_rate}, "
+                f"size={spec.size}x{spec.size}); prepare them with Pipeline(fps={spec.fps}, "
+                f"sample_rate={spec.sample_rate}, size={spec.size})"
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_frames"] = _Maps()
+        state["_audio"] = _Maps()
+        return state
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"VideoSet({len(self)} videos, {int(self._n.sum())} frames, spec={self.spec})"
+
+    # ---- per video
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def entry(self, i: int) -> CacheEntry:
+        return self._entries[i]
+
+    def n_frames(self, i: int) -> int:
+        """Frames of video ``i`` as prepared (before padding)."""
+        return int(self._n[i])
+
+    def n_segments(self, i: int) -> int:
+        return _n_segments(int(self._n[i]), self.spec.frames)
+
+    def padded_frames(self, i: int) -> int:
+        """Frames loop padding adds to video ``i`` (0 unless it is shorter than a segment)."""
+        return max(0, self.spec.frames - int(self._n[i]))
+
+    def clip(self, i: int) -> Clip:
+        """Video ``i`` whole (memory-mapped), loop-padded to one segment when short."""
+        clip = self.cache.load(self._entries[i])
+        if clip.n_frames < self.spec.frames:
+            frames, audio, pad = loop_pad(
+                np.asarray(clip.frames),
+                np.asarray(clip.audio),
+                self.spec.frames,
+                clip.samples_per_frame,
+            )
+            clip.frames, clip.audio, clip.padded_frames = frames, audio, pad
+        return clip
+
+    # ---- segments
+
+    def eval_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(video index, start frame) of every evaluation segment of every video, in order."""
+        if self._eval is None:
+            T = self.spec.frames
+            starts = [eval_starts(int(n), T) for n in self._n]
+            vi = np.repeat(np.arange(len(self), dtype=np.int64), [len(s) for s in starts])
+            st = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+            self._eval = (vi, st.astype(np.int64))
+        return self._eval
+
+    def _check_start(self, i: int, start: int) -> None:
+        n, T = int(self._n[i]), self.spec.frames
+        ok = start == 0 if n < T else 0 <= start <= n - T
+        if not ok:
+            raise ValueError(f"video {i} ({n} frames) has no {T}-frame segment at {start}")
+
+    def _read(
+        self, i: int, start: int, video_out: np.ndarray | None, audio_out: np.ndarray | None
+    ) -> None:
+        """Copy segment (i, start) into the given arrays (either may be None)."""
+        self._check_start(i, start)
+        entry, T = self._entries[i], self.spec.frames
+        spf = entry.samples_per_frame
+        n = int(self._n[i])
+        if n >= T:
+            if video_out is not None:
+                video_out[...] = self._frames.get(entry.frames_path)[start : start + T]
+            if audio_out is not None:
+                audio_out[...] = self._audio.get(entry.audio_path)[start * spf : (start + T) * spf]
+            return
+        frames = self._frames.get(entry.frames_path) if video_out is not None else None
+        audio = self._audio.get(entry.audio_path) if audio_out is not None else None
+        frames, audio, _ = loop_pad(frames, audio, T, spf)
+        if video_out is not None:
+            video_out[...] = frames
+        if audio_out is not None:
+            audio_out[...] = audio
+
+    def segment(self, i: int, start: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Segment of video ``i`` at ``start``: (video uint8 (T, 3, H, W) or None, audio
+        float32 (S,) or None), None for a modality the spec does not read."""
+        spec = self.spec
+        video = (
+            np.empty((spec.frames, 3, spec.size, spec.size), dtype=np.uint8)
+            if spec.reads_video
+            else None
+        )
+        audio = np.empty(spec.samples, dtype=np.float32) if spec.reads_audio else None
+        self._read(int(i), int(start), video, audio)
+        return video, audio
+
+    def batch(self, video_index: Any, start: Any) -> SegmentBatch:
+        """The segments (video_index[j], start[j]) as one :class:`SegmentBatch`."""
+        vi = np.asarray(video_index, dtype=np.int64).reshape(-1)
+        st = np.asarray(start, dtype=np.int64).reshape(-1)
+        if vi.shape != st.shape:
+            raise ValueError("video_index and start differ in length")
+        spec, B = self.spec, len(vi)
+        video = (
+            np.empty((B, spec.frames, 3, spec.size, spec.size), dtype=np.uint8)
+            if spec.reads_video
+            else None
+        )
+        audio = np.empty((B, spec.samples), dtype=np.float32) if spec.reads_audio else None
+        for j in range(B):
+            self._read(
+                int(vi[j]),
+                int(st[j]),
+                video[j] if video is not None else None,
+                audio[j] if audio is not None else None,
+            )
+        return SegmentBatch(
+            video_index=vi,
+            ids=[self.records[int(i)].id for i in vi],
+            start=st,
+            label=self.label[vi],
+            label_v=self.label_v[vi],
+            label_a=self.label_a[vi],
+            video=video,
+            audio=audio,
+        )
+
+    def iter_batches(self, batch_size: int) -> Iterator[SegmentBatch]:
+        """Every non-overlapping segment of every video, in order, ``batch_size`` at a time
+        (batches run across video boundaries)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        vi, st = self.eval_index()
+        for b in range(0, len(vi), batch_size):
+            yield self.batch(vi[b : b + batch_size], st[b : b + batch_size])
+
+    def random_starts(self, indices: Any, rng: np.random.Generator) -> np.ndarray:
+        """One random start frame for each video in ``indices``."""
+        T = self.spec.frames
+        return np.array(
+            [random_start(int(self._n[int(i)]), T, rng) for i in np.asarray(indices).reshape(-1)],
+            dtype=np.int64,
+        )
+
+    def random_segments(self, indices: Any, rng: np.random.Generator) -> SegmentBatch:
+        """One random segment of each video in ``indices`` (training)."""
+        vi = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return self.batch(vi, self.random_starts(vi, rng))
