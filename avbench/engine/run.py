@@ -194,7 +194,11 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
     detector: Detector = info.create(opts.overrides)
     spec = detector.input_spec()
     chash = config_hash(detector.config)
-    device = resolve_device(opts.device) if _needs_torch(detector) else "cpu"
+    torch_det = _needs_torch(detector)
+    device = resolve_device(opts.device) if torch_det else "cpu"
+    _seed_everything(opts.seed)
+    if torch_det:
+        detector.model  # noqa: B018 - build now: missing weights fail before media preparation
     if device.startswith("cuda") and dist.world_size > 1:
         device = f"cuda:{dist.local_rank}"
 
@@ -303,7 +307,6 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
             rank=dist.rank, world_size=dist.world_size, balance=protocol.balance,
             log_path=run_dir / "epochs.jsonl",
         )
-        _seed_everything(opts.seed)
         t = time.perf_counter()
         fit_info = detector.fit(train, val, ctx)
         fit_s = time.perf_counter() - t
