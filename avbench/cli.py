@@ -42,9 +42,10 @@ def _console(stderr: bool = False):
 
 
 def _plugins():
-    from avbench.plugins import get_plugins
+    from avbench.plugins import get_plugins, set_plugins_dir
 
-    return get_plugins(_STATE["plugins_dir"])
+    set_plugins_dir(_STATE["plugins_dir"])
+    return get_plugins()
 
 
 def _warn_plugins(system: Any) -> None:
@@ -376,6 +377,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
     _STATE["plugins_dir"] = None
+    from avbench.plugins import set_plugins_dir
+
+    set_plugins_dir(None)
     try:
         app(args=args, prog_name="avbench", standalone_mode=False)
     except click.exceptions.Exit as e:

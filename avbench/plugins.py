@@ -251,9 +251,19 @@ _SYSTEM: PluginSystem | None = None
 _SYSTEM_KEY: Any = None
 
 
+_PLUGINS_DIR: str | Path | None = None
+
+
+def set_plugins_dir(plugins_dir: str | Path | None) -> None:
+    """The loose-files folder every later ``get_plugins()`` uses (the CLI's --plugins-dir)."""
+    global _PLUGINS_DIR
+    _PLUGINS_DIR = plugins_dir
+
+
 def get_plugins(plugins_dir: str | Path | None = None) -> PluginSystem:
     """The process-wide plugin system (rebuilt when the plugins dir or env switches change)."""
     global _SYSTEM, _SYSTEM_KEY
+    plugins_dir = plugins_dir or _PLUGINS_DIR
     key = (
         str(plugins_dir or os.environ.get("AVBENCH_PLUGINS_DIR") or ""),
         os.environ.get("AVBENCH_DISABLE_PLUGINS"),
