@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from avbench import hookimpl
-from avbench.detector import InputSpec
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avbench import hookimpl
+from avbench.detector import InputSpec
 from avbench.torch_detector import TorchConfig, TorchDetector
 
 
