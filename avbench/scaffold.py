@@ -2,7 +2,7 @@
 
 The package holds a pyproject.toml with the entry point, a small torch detector that learns
 from mouth-region motion and audio energy, and a test that trains and evaluates it on the
-tiny synthetic benchmark through the real CLI.
+synthetic benchmark through the real CLI.
 """
 
 from __future__ import annotations
@@ -122,17 +122,17 @@ class {cls}(TorchDetector):
         return {{"score": logits.float().softmax(dim=-1)[:, 1]}}
 '''
 
-TEST = '''"""Trains and evaluates {name} on avbench's tiny synthetic benchmark through the CLI."""
+TEST = '''"""Trains and evaluates {name} on avbench's synthetic benchmark through the CLI."""
 
 import json
 
-from avbench.testing import run_cli, tiny_benchmark  # noqa: F401 (pytest fixture)
+from avbench.testing import run_cli, synthetic_benchmark  # noqa: F401 (pytest fixture)
 
 
-def test_{pkg}_runs_end_to_end(tiny_benchmark, tmp_path):
+def test_{pkg}_runs_end_to_end(synthetic_benchmark, tmp_path):
     result = run_cli([
         "run", "--detector", "{name}", "--protocol", "intra",
-        "--data", f"fakeavceleb={{tiny_benchmark}}", "--out", str(tmp_path / "results"),
+        "--data", f"fakeavceleb={{synthetic_benchmark}}", "--out", str(tmp_path / "results"),
         "--set", "epochs=1", "--quiet",
     ])
     assert result.exit_code == 0, result.stderr
@@ -150,7 +150,7 @@ A detector plugin for [avbench](https://pypi.org/project/avbench/).
     pip install -e .
     avbench plugins                     # lists {name}
     avbench run --detector {name} --protocol intra --data fakeavceleb=synthetic
-    pytest                              # trains on the tiny synthetic benchmark
+    pytest                              # trains on the synthetic benchmark
 
 Edit `{pkg}/detector.py`: the engine gives you training (class-balanced sampling, AMP,
 checkpoints, resume, DDP) and evaluation; you write the model, the loss and the scores.

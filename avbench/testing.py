@@ -1,19 +1,20 @@
 """Helpers for testing avbench plugins (and avbench itself).
 
-- ``tiny_benchmark``: a pytest fixture (import it into your conftest.py or test module) that
-  generates a tiny FakeAVCeleb-shaped benchmark of real, decodable videos once per session
-  and returns its root, for ``--data fakeavceleb=<root>``;
+- ``synthetic_benchmark``: a pytest fixture (import it into your conftest.py or test module)
+  that returns the root of the embedded synthetic benchmark at its smallest scale (real,
+  decodable videos in FakeAVCeleb's layout, generated once into the avbench cache, as
+  ``--data fakeavceleb=synthetic`` does), for ``--data fakeavceleb=<root>``;
 - ``temporary_plugin(obj)``: register an in-process plugin (a module or an object with hook
   functions) for the duration of a ``with`` block;
 - ``run_cli(args)``: run the ``avbench`` CLI in-process and capture its exit code and output.
 
 Example::
 
-    from avbench.testing import run_cli, tiny_benchmark  # noqa: F401
+    from avbench.testing import run_cli, synthetic_benchmark  # noqa: F401
 
-    def test_my_detector(tiny_benchmark, tmp_path):
+    def test_my_detector(synthetic_benchmark, tmp_path):
         r = run_cli(["run", "--detector", "mydet", "--protocol", "intra",
-                     "--data", f"fakeavceleb={tiny_benchmark}", "--out", str(tmp_path)])
+                     "--data", f"fakeavceleb={synthetic_benchmark}", "--out", str(tmp_path)])
         assert r.exit_code == 0, r.stderr
 """
 
@@ -32,22 +33,20 @@ try:
 except ImportError:  # pragma: no cover - the fixture needs pytest, the rest does not
     pytest = None
 
-def make_tiny_benchmark(out: str | Path, seed: int = 0) -> Path:
-    """Write the tiny FakeAVCeleb-shaped benchmark into ``out`` (if not already there)."""
-    from avbench.datasets.synthetic import generate_fakeavceleb
+def synthetic_benchmark_root(scale: int = 1, seed: int = 0) -> Path:
+    """Root of the embedded synthetic benchmark (generated into the avbench cache once)."""
+    from avbench.datasets.resolve import ensure_generated
+    from avbench.plugins import get_plugins
 
-    out = Path(out)
-    if (out / "meta_data.csv").exists():
-        return out
-    return generate_fakeavceleb(out, scale=1, seed=seed, tiny=True)
+    return ensure_generated(get_plugins().dataset("synthetic"), scale=scale, seed=seed)
 
 
 if pytest is not None:
 
     @pytest.fixture(scope="session")
-    def tiny_benchmark(tmp_path_factory: Any) -> Path:
-        """Root of a tiny FakeAVCeleb-shaped benchmark, generated once per test session."""
-        return make_tiny_benchmark(tmp_path_factory.mktemp("avbench-tiny") / "FakeAVCeleb_v1.2")
+    def synthetic_benchmark() -> Path:
+        """Root of the synthetic FakeAVCeleb-shaped benchmark (smallest scale, seed 0)."""
+        return synthetic_benchmark_root()
 
 
 @contextlib.contextmanager
