@@ -1,0 +1,256 @@
+"""FakeAVCeleb v1.2: reads ``meta_data.csv`` (official or edited form) under the root.
+
+The official file's header names nine columns and ends with a comma, but every row has ten
+values: the column headed ``path`` holds the file name and the unnamed tenth the directory,
+starting with ``FakeAVCeleb/``. Edited copies name the columns ``...,gender,filename,path``
+and use the prefix ``FakeAVCeleb_v1.2/``. Either way the directory's first component is
+dropped and the rest joined to the dataset root.
+
+Labels come from the ``type`` column only, never from file names. Videos are keyed by their
+path relative to the root; a file listed twice (22 in the real CSV) keeps its first row and the
+repeat is reported as an :class:`IndexProblem`, as are listed files that are missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from avbench.datasets.base import DatasetAdapter, DatasetIndex, IndexProblem
+from avbench.errors import DataError
+from avbench.records import VideoRecord
+
+METADATA = "meta_data.csv"
+
+GROUPS = ("African", "Asian (East)", "Asian (South)", "Caucasian (American)",
+          "Caucasian (European)")
+TYPES = ("RealVideo-RealAudio", "RealVideo-FakeAudio", "FakeVideo-RealAudio",
+         "FakeVideo-FakeAudio")
+METHODS = ("real", "rtvc", "wav2lip", "faceswap", "fsgan", "faceswap-wav2lip", "fsgan-wav2lip")
+
+#: (type, method) -> category; the eight pairs FakeAVCeleb has
+CATEGORIES: dict[tuple[str, str], str] = {
+    ("RealVideo-RealAudio", "real"): "real",
+    ("RealVideo-FakeAudio", "rtvc"): "RVFA",
+    ("FakeVideo-RealAudio", "wav2lip"): "FVRA-WL",
+    ("FakeVideo-RealAudio", "faceswap"): "FVRA-FS",
+    ("FakeVideo-RealAudio", "fsgan"): "FVRA-GAN",
+    ("FakeVideo-FakeAudio", "wav2lip"): "FVFA-WL",
+    ("FakeVideo-FakeAudio", "faceswap-wav2lip"): "FVFA-FS",
+    ("FakeVideo-FakeAudio", "fsgan-wav2lip"): "FVFA-GAN",
+}
+
+#: type -> (label, label_v, label_a)
+LABELS: dict[str, tuple[int, int, int]] = {
+    "RealVideo-RealAudio": (0, 0, 0),
+    "RealVideo-FakeAudio": (1, 0, 1),
+    "FakeVideo-RealAudio": (1, 1, 0),
+    "FakeVideo-FakeAudio": (1, 1, 1),
+}
+
+#: type -> the letter the ``category`` column of meta_data.csv uses
+LETTERS = {"RealVideo-RealAudio": "A", "RealVideo-FakeAudio": "B",
+           "FakeVideo-RealAudio": "C", "FakeVideo-FakeAudio": "D"}
+
+_REQUIRED = ("source", "target1", "target2", "method", "category", "type", "race", "gender")
+
+
+def _decode(data: bytes, name: str) -> str:
+    for enc in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    raise DataError(f"{name}: cannot decode the file as UTF-8")
+
+
+def _columns(header: list[str], name: str) -> tuple[dict[str, int], int, int]:
+    """Map the header to column indices; return (named columns, file column, dir column)."""
+    names = [h.strip().lower() for h in header]
+    cols = {n: i for i, n in enumerate(names) if n}
+    missing = [c for c in _REQUIRED if c not in cols]
+    if missing:
+        raise DataError(
+            f"{name} line 1: not FakeAVCeleb's metadata header (missing {', '.join(missing)})"
+        )
+    if "filename" in cols and "path" in cols:  # edited form: filename, path (directory)
+        return cols, cols["filename"], cols["path"]
+    if "path" in cols:  # official form: path (file name), then the unnamed directory column
+        return cols, cols["path"], cols["path"] + 1
+    raise DataError(f"{name} line 1: no 'path' column in the header")
+
+
+def _relative_dir(directory: str, where: str) -> PurePosixPath:
+    """The listed directory without its first component, checked not to leave the root."""
+    d = directory.strip().replace("\\", "/")
+    if not d:
+        raise DataError(f"{where}: empty directory column")
+    if d.startswith("/") or PureWindowsPath(d).drive or PureWindowsPath(d).root:
+        raise DataError(f"{where}: absolute path {directory!r} is not allowed")
+    parts = [p for p in d.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DataError(f"{where}: path {directory!r} would leave the dataset root")
+    return PurePosixPath(*parts[1:]) if len(parts) > 1 else PurePosixPath()
+
+
+def _check_file_name(file: str, where: str) -> str:
+    f = file.strip()
+    if not f:
+        raise DataError(f"{where}: empty file name")
+    if "/" in f or "\\" in f or f in (".", ".."):
+        if f.startswith(("/", "\\")) or PureWindowsPath(f).drive:
+            raise DataError(f"{where}: absolute path {file!r} is not allowed")
+        if ".." in f.replace("\\", "/").split("/"):
+            raise DataError(f"{where}: file name {file!r} would leave the dataset root")
+        raise DataError(f"{where}: file name {file!r} holds a directory")
+    return f
+
+
+def scan_files(root: Path, suffix: str = ".mp4") -> dict[str, int]:
+    """Relative path (forward slashes) -> size of every file with ``suffix`` under root."""
+    out: dict[str, int] = {}
+    root_s = str(root)
+    for dirpath, dirnames, filenames in os.walk(root_s, followlinks=True):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root_s)
+        for fn in filenames:
+            if not fn.lower().endswith(suffix):
+                continue
+            rel = fn if rel_dir == "." else f"{rel_dir}/{fn}"
+            rel = rel.replace(os.sep, "/")
+            try:
+                out[rel] = os.stat(os.path.join(dirpath, fn)).st_size
+            except OSError:
+                continue
+    return out
+
+
+class FakeAVCelebAdapter(DatasetAdapter):
+    """Index FakeAVCeleb v1.2 from its ``meta_data.csv``."""
+
+    name = "fakeavceleb"
+    face_crop = False
+    vocabulary = {
+        "dataset": ("fakeavceleb",),
+        "group": GROUPS,
+        "type": TYPES,
+        "method": METHODS,
+        "category": tuple(dict.fromkeys(CATEGORIES.values())),
+        "gender": ("men", "women"),
+    }
+
+    def index(self, root: Path) -> DatasetIndex:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"FakeAVCeleb root {root} does not exist or is not a folder")
+        csv_path = root / METADATA
+        if not csv_path.is_file():
+            raise DataError(
+                f"{root} has no {METADATA}: not a FakeAVCeleb v1.2 root (the folder that holds "
+                f"{METADATA} and RealVideo-RealAudio/ ...)"
+            )
+        data = csv_path.read_bytes()
+        text = _decode(data, METADATA)
+        problems: list[IndexProblem] = []
+        rows = self._parse(text, problems)
+        on_disk = scan_files(root)
+
+        records: list[VideoRecord] = []
+        first_line: dict[str, int] = {}
+        kept: dict[str, VideoRecord] = {}
+        missing = 0
+        listed = 0
+        for line, rel, rec in rows:
+            listed += 1
+            if rel in first_line:
+                prev = kept.get(rel)
+                kept_as = f"{prev.type}/{prev.method}" if prev else "missing"
+                problems.append(IndexProblem(
+                    rel,
+                    f"listed again in {METADATA} line {line} (as {rec.type}/{rec.method}); "
+                    f"kept line {first_line[rel]} ({kept_as})",
+                ))
+                continue
+            first_line[rel] = line
+            if rel not in on_disk:
+                missing += 1
+                problems.append(IndexProblem(rel, f"listed in {METADATA} line {line} but missing"))
+                continue
+            kept[rel] = rec
+            records.append(rec)
+        if missing:
+            problems.append(IndexProblem(
+                METADATA, f"{missing} of {len(first_line)} listed files are missing"))
+        unlisted = sorted(set(on_disk) - set(first_line))
+        for rel in unlisted:
+            problems.append(IndexProblem(rel, f"not listed in {METADATA}; ignored"))
+        if not records:
+            raise DataError(
+                f"{root}: none of the {listed} files listed in {METADATA} exist under the root"
+            )
+        h = hashlib.sha256()
+        h.update(data)
+        for rel in sorted(r.id for r in records):
+            h.update(f"\n{rel}\t{on_disk[rel]}".encode())
+        return DatasetIndex(
+            name=self.name,
+            root=root,
+            records=records,
+            problems=problems,
+            fingerprint=h.hexdigest(),
+            face_crop=self.face_crop,
+        )
+
+    def _parse(self, text: str, problems: list[IndexProblem]
+               ) -> list[tuple[int, str, VideoRecord]]:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{METADATA} is empty") from None
+        cols, fcol, dcol = _columns(header, METADATA)
+        width = max(len(header), dcol + 1)
+        out = []
+        for row in reader:
+            line = reader.line_num
+            where = f"{METADATA} line {line}"
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) > width and not any(c.strip() for c in row[width:]):
+                row = row[:width]  # trailing commas
+            if len(row) != width:
+                raise DataError(f"{where}: expected {width} values, found {len(row)}")
+            get = {c: row[i].strip() for c, i in cols.items()}
+            type_, method = get["type"], get["method"]
+            category = CATEGORIES.get((type_, method))
+            if category is None:
+                raise DataError(f"{where}: unknown (type, method) pair ({type_!r}, {method!r})")
+            if not get["source"]:
+                raise DataError(f"{where}: empty source id")
+            file = _check_file_name(row[fcol], where)
+            rel = (_relative_dir(row[dcol], where) / file).as_posix()
+            label, label_v, label_a = LABELS[type_]
+            targets = tuple(t for t in (get["target1"], get["target2"]) if t and t != "-")
+            if get["category"] and get["category"] != LETTERS[type_]:
+                problems.append(IndexProblem(
+                    where, f"category letter {get['category']!r} does not match type {type_}"
+                           f" ({LETTERS[type_]}); labels follow the type"))
+            out.append((line, rel, VideoRecord(
+                id=rel,
+                dataset=self.name,
+                label=label,
+                label_v=label_v,
+                label_a=label_a,
+                type=type_,
+                method=method,
+                category=category,
+                group=get["race"],
+                gender=get["gender"],
+                identity=get["source"],
+                targets=targets,
+                extra=(("line", str(line)),),
+            )))
+        return out
