@@ -1,0 +1,111 @@
+"""`avbench run` with the built-in baselines, end to end, and what it writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
+
+from avbench.metrics import metrics_from_frame
+from avbench.testing import run_cli
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    for det in ("sync-corr", "mfcc-logreg"):
+        r = run_cli(["run", "-d", det, "-p", "intra", "--data", f"fakeavceleb={synthetic_root}",
+                     "--out", str(out), "--quiet", "--seed", "3"])
+        assert r.exit_code == 0, r.output
+    return out
+
+
+def _run_dir(out, det):
+    (d,) = [p.parent for p in (out / "intra" / "all" / det).rglob("run.json")]
+    return d
+
+
+@pytest.mark.parametrize("det", ["sync-corr", "mfcc-logreg"])
+def test_baselines_write_complete_result_folders(runs, det):
+    d = _run_dir(runs, det)
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "complete" and info["seed"] == 3
+    for key in ("detector", "protocol", "splits", "datasets", "versions", "timings",
+                "skipped_media", "checkpoint", "git_commit", "device"):
+        assert key in info
+    assert len(info["detector"]["config_hash"]) == 16
+    assert info["datasets"]["fakeavceleb"]["fingerprint"]
+    scores = pd.read_csv(d / "scores.csv")
+    assert len(scores) == info["splits"]["test"]["n"] == info["n_test_videos"]
+    if det == "mfcc-logreg":
+        assert info["checkpoint"]["checkpoint"] == "best-val"
+        state = np.load(d / "state.npz")
+        assert len(state.files) > 0
+        assert scores["score_a"].notna().all()
+    else:
+        assert info["checkpoint"]["checkpoint"] == "none"
+        assert not (d / "state.npz").exists()
+
+
+@pytest.mark.parametrize("det", ["sync-corr", "mfcc-logreg"])
+def test_metrics_equal_scikit_learn_on_the_written_scores(runs, det):
+    d = _run_dir(runs, det)
+    df = pd.read_csv(d / "scores.csv")
+    m = json.loads((d / "metrics.json").read_text())["metrics"]
+    y, s = df["label"].to_numpy(), df["score"].to_numpy()
+    assert abs(m["auc"]["value"] - roc_auc_score(y, s)) < 1e-9
+    assert abs(m["ap"]["value"] - average_precision_score(y, s)) < 1e-9
+    assert abs(m["acc"]["value"] - accuracy_score(y, s >= 0.5)) < 1e-9
+    again = metrics_from_frame(df, seed=3)  # the run's seed: the same intervals
+    assert again["auc"].lo == pytest.approx(m["auc"]["ci95"][0], abs=1e-12)
+    assert again["auc"].hi == pytest.approx(m["auc"]["ci95"][1], abs=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "latex", "csv"])
+def test_table_1_from_the_run_folders_in_every_format(runs, fmt):
+    r = run_cli(["table", "--table", "1", "--results", str(runs), "--format", fmt])
+    assert r.exit_code == 0, r.output
+    assert "sync-corr" in r.stdout and "mfcc-logreg" in r.stdout and "AVFF" in r.stdout
+    r = run_cli(["table", "--protocol", "intra", "--results", str(runs), "--format", fmt,
+                 "--no-published"])
+    assert "AVFF" not in r.stdout and "sync-corr" in r.stdout
+
+
+def _corrupt_copy(src, dst):
+    shutil.copytree(src, dst)
+    test_ids = [line.split(",") for line in (dst / "meta_data.csv").read_text().splitlines()[1:]]
+    euro = ["/".join(r[9].split("/")[1:]) + "/" + r[8] for r in test_ids
+            if r[6] == "Caucasian (European)" and r[3] == "wav2lip"]
+    (dst / euro[0]).write_bytes(b"")  # zero bytes
+    data = (dst / euro[1]).read_bytes()
+    (dst / euro[1]).write_bytes(data[: len(data) // 3])  # truncated
+    return euro[:2]
+
+
+def test_a_run_over_bad_media_completes_and_reports_it(synthetic_root, tmp_path):
+    root = tmp_path / "FakeAVCeleb_v1.2"
+    bad = _corrupt_copy(synthetic_root, root)
+    r = run_cli(["run", "-d", "sync-corr", "-p", "intra", "--data", f"fakeavceleb={root}",
+                 "--out", str(tmp_path / "res"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "2 video(s) could not be decoded and are skipped" in r.stdout
+    (run_json,) = (tmp_path / "res").rglob("run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "complete"
+    sk = info["skipped_media"]
+    assert sk["count"] == 2 and set(sk["by_kind"]) == {"empty", "truncated"}
+    assert {x["id"] for x in sk["items"]} == set(bad)
+    assert all(x["split"] == "test" and x["reason"] for x in sk["items"])
+    scores = pd.read_csv(run_json.parent / "scores.csv")
+    assert not set(bad) & set(scores["id"])
+    assert info["splits"]["test"]["n_used"] == info["splits"]["test"]["n"] - 2
+
+    r = run_cli(["run", "-d", "sync-corr", "-p", "intra", "--data", f"fakeavceleb={root}",
+                 "--out", str(tmp_path / "res2"), "--quiet", "--on-bad-media", "fail"])
+    assert r.exit_code == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "2 bad file(s)" in line
