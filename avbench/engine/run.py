@@ -447,7 +447,8 @@ def _print_metrics(console: _Console, metrics: dict, wanted: tuple, label: str) 
         return
     from rich.table import Table
 
-    t = Table(title=f"{label}: test metrics (95% bootstrap interval)", title_justify="left")
+    console.print(f"[bold]{label}[/]: test metrics, video level (95% bootstrap interval)")
+    t = Table()
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_column("95% CI", justify="right")
