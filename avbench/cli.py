@@ -354,6 +354,38 @@ def plugin_new(
     _console().print(f"created {path}\nnext: pip install -e {path} && avbench plugins")
 
 
+# -- bench -------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer repetitions, a smaller batch and less media: a few minutes on a CPU.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    batch: Annotated[int | None, typer.Option(min=1, help="Segments per training/evaluation batch (default: 32 on CUDA; on a CPU 2, or 1 with --quick).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these sections (repeatable or comma-separated): decode, cache, loader, model, memory, cli.")] = None,
+    peak_tflops: Annotated[float | None, typer.Option("--peak-tflops", help="Peak bf16 TFLOP/s of the GPU, for model FLOPs utilisation (default: a table of known GPUs).")] = None,
+    backbone: Annotated[str, typer.Option(help="full (the paper's towers with random weights) or tiny (smoke tests only).")] = "full",
+    reps: Annotated[int | None, typer.Option(min=1, help="Repetitions of each timing (default: 3 with --quick, else 5).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Loader workers to measure (default: what the engine uses on this machine).")] = None,
+) -> None:
+    """Measure where training time goes: decoding, the cache, the loader, the model against its frozen-backbone floor, memory, start-up."""
+    from avbench.bench import BenchOptions, run_bench
+    from avbench.bench.report import render
+
+    opts = BenchOptions(quick=quick, device=device, batch=batch, only=tuple(only or ()),
+                        peak_tflops=peak_tflops, backbone=backbone, reps=reps, workers=workers)
+    doc = run_bench(opts, console=_console(stderr=True))
+    render(doc, _console())
+    if json_path is not None:
+        import json
+
+        from avbench.results import atomic_write_bytes
+
+        atomic_write_bytes(json_path, (json.dumps(doc, indent=1) + "\n").encode())
+        _console().print(f"wrote {json_path}")
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 
@@ -364,10 +396,10 @@ def _load_plugin_commands() -> None:
             _STATE["plugins_dir"] = Path(argv[i + 1])
         elif a.startswith("--plugins-dir="):
             _STATE["plugins_dir"] = Path(a.split("=", 1)[1])
-    try:
+    import contextlib
+
+    with contextlib.suppress(AvbenchError):  # reported again when a command needs plugins
         _plugins().add_commands(app)
-    except AvbenchError:
-        pass  # reported again when a command needs the plugins
 
 
 def run_cli(argv: list[str] | None = None) -> int:
@@ -398,7 +430,7 @@ def run_cli(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {e}", err=True)
         return e.exit_code
-    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+    except Exception as e:
         if _STATE["debug"]:
             raise
         typer.echo(f"error: internal error: {type(e).__name__}: {e} "

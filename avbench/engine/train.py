@@ -29,6 +29,7 @@ from avbench.engine.evaluate import (
     autocast_for,
     dist_of,
     evaluate_torch,
+    keep_freed_memory,
     make_loader,
     resolve_workers,
     to_device,
@@ -137,12 +138,13 @@ def _val_segment_subset(val: Any, per_video: int, seed: int) -> np.ndarray | Non
     return np.asarray(keep, dtype=np.int64)
 
 
-def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:  # noqa: C901
+def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
     from avbench.media.torchdata import TrainSegments
 
     cfg = det.config
     dist = dist_of(ctx)
     device = torch.device(ctx.device)
+    keep_freed_memory(device)
     balance = ctx.balance if cfg.balance == "protocol" else cfg.balance
     model = det.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]

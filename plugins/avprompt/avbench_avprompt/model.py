@@ -11,7 +11,9 @@ encoder width D_a (512 for Whisper base); N_a = N_t / 2 = 2T audio tokens per se
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +23,112 @@ from torch import Tensor, nn
 from avbench_avprompt.config import AVPromptConfig
 
 
+def _self_attention(
+    mha: nn.MultiheadAttention,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: Tensor | None = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """``nn.MultiheadAttention.forward`` for batch-first self-attention without masks, on
+    contiguous tensors: one packed QKV projection, ``F.scaled_dot_product_attention``, the
+    output projection. The same function (softmax(q k^T / sqrt(d_h)) v per head, same
+    weights); anything else goes to the stock forward.
+
+    Why: with ``batch_first=True`` the stock training path transposes its input to
+    sequence-first and projects the strided tensor, which torch runs as a batched matmul
+    over a broadcast weight, about twice as slow per FLOP as a plain matmul, forward and
+    backward.
+    """
+    if (
+        key is not query
+        or value is not query
+        or key_padding_mask is not None
+        or attn_mask is not None
+        or need_weights
+        or is_causal
+        or query.dim() != 3
+    ):
+        return type(mha).forward(
+            mha,
+            query,
+            key,
+            value,
+            key_padding_mask=key_padding_mask,
+            need_weights=need_weights,
+            attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights,
+            is_causal=is_causal,
+        )
+    n, length, width = query.shape
+    heads = mha.num_heads
+    qkv = F.linear(query, mha.in_proj_weight, mha.in_proj_bias)
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    dropout = mha.dropout if mha.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    out = out.transpose(1, 2).reshape(n, length, width)
+    return F.linear(out, mha.out_proj.weight, mha.out_proj.bias), None
+
+
+def use_fused_attention(tower: nn.Module) -> int:
+    """Give every batch-first ``nn.MultiheadAttention`` of ``tower`` (packed projection, no
+    extra key/value biases) the contiguous path of :func:`_self_attention`, as an instance
+    attribute, so blocks are still called as modules (their hooks run) and anything but
+    unmasked self-attention still takes the stock path. Returns how many were changed."""
+    changed = 0
+    for module in tower.modules():
+        if (
+            type(module) is nn.MultiheadAttention
+            and module.batch_first
+            and module._qkv_same_embed_dim
+            and module.in_proj_weight is not None
+            and module.bias_k is None
+            and module.bias_v is None
+            and not module.add_zero_attn
+            and "forward" not in module.__dict__
+        ):
+            module.forward = types.MethodType(_self_attention, module)
+            changed += 1
+    return changed
+
+
 def classification_head(in_dim: int, hidden: int) -> nn.Sequential:
     """Two linear layers with a ReLU, giving real/fake logits (the paper's three heads)."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+
+class _InsertPrompt(torch.autograd.Function):
+    """``cat([x[:, :1], prompt, x[:, keep:]], dim=1)`` with the prompt (n, D) shared by every
+    row of the batch: the sequence fed to a CLIP layer (Eq. 6).
+
+    The forward is that concatenation. The backward gives the same gradients as autograd
+    through the slices and the expand, but writes the gradient of ``x`` in one copy instead
+    of two zero-filled full-size buffers, two copies and a sum, once per layer.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, prompt: Tensor, keep: int) -> Tensor:
+        ctx.n, ctx.keep = prompt.shape[0], keep
+        expanded = prompt.to(x.dtype).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, :1], expanded, x[:, keep:]], dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        n, keep = ctx.n, ctx.keep
+        grad_x = grad_prompt = None
+        if ctx.needs_input_grad[0]:
+            parts = [grad[:, :1]]
+            if keep > 1:  # positions the layer dropped get no gradient
+                parts.append(grad.new_zeros(grad.shape[0], keep - 1, grad.shape[2]))
+            parts.append(grad[:, 1 + n :])
+            grad_x = torch.cat(parts, dim=1)
+        if ctx.needs_input_grad[1]:
+            grad_prompt = grad[:, 1 : 1 + n].sum(dim=0)
+        return grad_x, grad_prompt, None
 
 
 class SequentialVisualPrompts(nn.Module):
@@ -52,6 +157,8 @@ class SequentialVisualPrompts(nn.Module):
         # open_clip 3.x runs its blocks batch-first, (N, L, D) (``transformer.batch_first``);
         # older releases ran them sequence-first, (L, N, D).
         self.batch_first = getattr(tower.transformer, "batch_first", False)
+        if self.batch_first:
+            use_fused_attention(tower)
         patch = tower.conv1.kernel_size[0]
         # P_v^1..L, initialised as in VPT (Jia et al. 2022): uniform, Xavier-style.
         bound = math.sqrt(6.0 / float(3 * patch * patch + self.width))
@@ -75,12 +182,10 @@ class SequentialVisualPrompts(nn.Module):
         x = self.embed(images)
         n = self.n_vpt
         for layer, block in enumerate(self.tower.transformer.resblocks):
-            prompt = self.prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
-            if self.mode == "sequential" or layer == 0:
-                rest = x[:, 1:]  # Eq. 6: keep every earlier prompt and the patches
-            else:
-                rest = x[:, 1 + n :]  # VPT-deep: drop the previous layer's prompt outputs
-            x = torch.cat([x[:, :1], prompt, rest], dim=1)
+            # Eq. 6: keep every earlier prompt and the patches; VPT-deep drops the previous
+            # layer's prompt outputs
+            keep = 1 if self.mode == "sequential" or layer == 0 else 1 + n
+            x = _InsertPrompt.apply(x, self.prompts[layer], keep)  # [x_0, P^l, x_keep...]
             x = block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         return self.tower.ln_post(x[:, 1])
 
@@ -115,6 +220,7 @@ class ShortTimeAudioPrompts(nn.Module):
         self.fc = nn.ModuleList(
             nn.Linear(prompt_dim + self.width, self.width, device=device) for _ in range(layers)
         )
+        self._mel_cache: dict[Any, tuple[Tensor, Tensor]] = {}
         with torch.no_grad():
             # Our choice (the paper is silent): FC_l starts as the identity on the audio
             # tokens, so training starts from the frozen encoder's own features; the prompt
@@ -123,17 +229,36 @@ class ShortTimeAudioPrompts(nn.Module):
                 fc.weight[:, prompt_dim:].copy_(torch.eye(self.width, device=device))
                 fc.bias.zero_()
 
+    def _mel_constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """whisper's Hann window and mel filterbank on ``device``, made once per device."""
+        got = self._mel_cache.get(device)
+        if got is None:
+            from whisper.audio import N_FFT, mel_filters
+
+            window = torch.hann_window(N_FFT, device=device)
+            got = self._mel_cache[device] = (window, mel_filters(device, self.n_mels))
+        return got
+
     def log_mel(self, audio: Tensor) -> Tensor:
         """Waveforms (B, S) at 16 kHz -> whisper log-mel spectrograms (B, n_mels, S / 160).
 
-        ``whisper.log_mel_spectrogram`` clamps to 8 (log10) below the maximum of its whole
-        input, so each segment goes through it alone (the clamp must not mix segments).
+        The computation of ``whisper.log_mel_spectrogram`` (Hann-windowed STFT of 400 samples
+        every 160, power, whisper's mel filterbank, log10 clamped at 1e-10, then at 8 below
+        the maximum, then (x + 4) / 4), run on the whole batch at once. whisper takes that
+        maximum over its whole input, so here it is taken per segment: the clamp never mixes
+        segments, exactly as calling whisper on each segment alone.
         """
-        import whisper
+        from whisper.audio import HOP_LENGTH, N_FFT
 
         with torch.autocast(device_type=audio.device.type, enabled=False):
-            mels = [whisper.log_mel_spectrogram(a.float(), n_mels=self.n_mels) for a in audio]
-        return torch.stack(mels)
+            audio = audio.float()
+            window, filters = self._mel_constants(audio.device)
+            stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, return_complex=True)
+            power = stft[..., :-1].abs() ** 2  # (B, 1 + N_FFT / 2, frames)
+            log_spec = torch.clamp(filters @ power, min=1e-10).log10()
+            peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+            log_spec = torch.maximum(log_spec, peak - 8.0)
+            return (log_spec + 4.0) / 4.0
 
     def forward(self, audio: Tensor) -> Tensor:
         """Waveforms (B, S) -> f_a (B, N_a, D_a)."""

@@ -1,0 +1,310 @@
+"""The media half of ``avbench bench``: test media, decoding, the prepared cache, the loader.
+
+Everything is measured on media the bench writes itself (:func:`make_media`), so that a clean
+install can run it: speech-like audio and a moving face-like picture with some noise, encoded
+as h264 + AAC mp4, in two source formats:
+
+* ``native``: 224x224 at 25 fps with 16 kHz mono audio, the format of FakeAVCeleb's
+  VoxCeleb2-derived clips: the pipeline has no resizing or resampling to do;
+* ``resample``: 320x240 at 29.97 fps with 44.1 kHz stereo audio: every step of the pipeline
+  works (frame-rate conversion, scaling + centre crop, downmix and audio resampling).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avbench.bench._timing import interleaved, median, min_ratio, paired_ratio
+
+
+@dataclass(frozen=True)
+class MediaKind:
+    name: str
+    width: int
+    height: int
+    fps: Fraction
+    sample_rate: int
+    channels: int
+
+    def describe(self) -> str:
+        fps = float(self.fps)
+        fps_s = f"{fps:.0f}" if fps == int(fps) else f"{fps:.2f}"
+        layout = "mono" if self.channels == 1 else "stereo"
+        return (f"{self.width}x{self.height} {fps_s} fps, {self.sample_rate / 1000:g} kHz "
+                f"{layout}")
+
+
+def media_kinds(size: int) -> list[MediaKind]:
+    """The two source formats, for a model reading ``size`` x ``size`` frames."""
+    wide = (size * 10 // 7) // 2 * 2  # 224 -> 320
+    tall = (wide * 3 // 4) // 2 * 2  # 320 -> 240
+    return [
+        MediaKind("native", size, size, Fraction(25), 16000, 1),
+        MediaKind("resample", wide, tall, Fraction(30000, 1001), 44100, 2),
+    ]
+
+
+def _frames(rng: np.random.Generator, n: int, width: int, height: int) -> np.ndarray:
+    """(n, H, W, 3) uint8: a drifting gradient background, a face-like ellipse that moves and
+    a mouth that opens, plus mild noise (so the encoder has detail to code)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(60, 180, 3).astype(np.float32)
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
+    for k in range(n):
+        t = k / 25.0
+        cx = width * (0.5 + 0.08 * np.sin(0.7 * t))
+        cy = height * (0.5 + 0.05 * np.cos(0.9 * t))
+        rx, ry = 0.22 * width, 0.3 * height
+        face = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
+        mouth_open = 0.02 + 0.03 * (1 + np.sin(9.0 * t))
+        mouth = (((x - cx) / (0.35 * rx)) ** 2 + ((y - cy - 0.45 * ry) / (mouth_open * height)) ** 2) < 1
+        img = base[None, None, :] + 40 * np.sin(x[..., None] / 23.0 + t + np.arange(3)) * np.cos(
+            y[..., None] / 31.0 - 0.5 * t
+        )
+        img[face] = (200, 160, 130)
+        img[mouth] = (90, 30, 40)
+        img += rng.normal(0, 4, img.shape).astype(np.float32)
+        out[k] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def _voice(rng: np.random.Generator, seconds: float, rate: int, channels: int) -> np.ndarray:
+    """Speech-like audio: a gliding harmonic tone with syllable-rate amplitude, and noise."""
+    t = np.arange(round(seconds * rate)) / rate
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    tone = sum(np.sin(h * phase) / h for h in range(1, 8))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4.0 * t)) ** 2
+    x = 0.15 * tone * envelope + 0.01 * rng.standard_normal(len(t))
+    x = x.astype(np.float32)
+    if channels == 2:
+        x = np.stack([x, 0.8 * x], axis=1)
+    return x
+
+
+def make_media(folder: Path, kinds: list[MediaKind], clips: int, seconds: float,
+               seed: int = 0) -> dict[str, list[Path]]:
+    """Write ``clips`` mp4 files of ``seconds`` per kind into ``folder``."""
+    from avbench.media.encode import write_av
+
+    out: dict[str, list[Path]] = {}
+    for kind in kinds:
+        paths = []
+        for i in range(clips):
+            rng = np.random.default_rng([seed, i, kind.width])
+            n = round(seconds * float(kind.fps))
+            path = folder / kind.name / f"clip{i:02d}.mp4"
+            write_av(path, _frames(rng, n, kind.width, kind.height),
+                     _voice(rng, seconds, kind.sample_rate, kind.channels),
+                     fps=kind.fps, sample_rate=kind.sample_rate)
+            paths.append(path)
+        out[kind.name] = paths
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+def decode_only(path: Path) -> int:
+    """The floor: PyAV demuxes and decodes both streams (FFmpeg's threads, as the pipeline
+    uses) and nothing is converted. Returns the number of frames."""
+    import av
+
+    n = 0
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        for _frame in container.decode(vs, container.streams.audio[0]):
+            n += 1
+    return n
+
+
+def naive_decode(path: Path) -> list[np.ndarray]:
+    """What decoding "to arrays" looks like with PyAV's conveniences: every frame through
+    ``to_ndarray`` (RGB at the source size; audio in its source format and rate)."""
+    import av
+
+    arrays: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        for frame in container.decode(vs, container.streams.audio[0]):
+            if isinstance(frame, av.VideoFrame):
+                arrays.append(frame.to_ndarray(format="rgb24"))
+            else:
+                arrays.append(frame.to_ndarray())
+    return arrays
+
+
+def pipeline_decode(path: Path, pipeline: Any, frames: int) -> int:
+    """The media pipeline: :func:`avbench.media.decode.decode` (decode, 25 fps, 16 kHz mono,
+    resize + centre crop), then the clip cut into its evaluation segments."""
+    from avbench.media.decode import decode
+    from avbench.media.segments import eval_starts, loop_pad
+
+    clip = decode(path, pipeline)
+    spf = clip.samples_per_frame
+    video, audio = clip.frames, clip.audio
+    if clip.n_frames < frames:
+        video, audio, _ = loop_pad(video, audio, frames, spf)
+    segments = [(video[s : s + frames], audio[s * spf : (s + frames) * spf])
+                for s in eval_starts(len(video), frames)]
+    return len(segments)
+
+
+def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline: Any,
+                 frames: int, reps: int, seconds: float) -> dict[str, Any]:
+    """Seconds per video of the floor (decode only), PyAV's to_ndarray and the pipeline, per
+    source format; wall and CPU time (all threads)."""
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        paths = media[kind.name]
+
+        def run(fn: Any, paths: list[Path] = paths) -> None:
+            for p in paths:
+                fn(p)
+
+        cpu: dict[str, list[float]] = {}
+        times = interleaved({
+            "floor": lambda run=run: run(decode_only),
+            "naive": lambda run=run: run(naive_decode),
+            "pipeline": lambda run=run: run(lambda p: pipeline_decode(p, pipeline, frames)),
+        }, reps, cpu=cpu)
+        per = {k: [t / len(paths) for t in v] for k, v in times.items()}
+        cpu_per = {k: [t / len(paths) for t in v] for k, v in cpu.items()}
+        out[kind.name] = {
+            "source": kind.describe(),
+            "clips": len(paths),
+            "clip_seconds": seconds,
+            "floor_s": median(per["floor"]),
+            "naive_s": median(per["naive"]),
+            "pipeline_s": median(per["pipeline"]),
+            "pipeline_vs_floor": paired_ratio(per["pipeline"], per["floor"]),
+            "pipeline_vs_floor_min": min_ratio(per["pipeline"], per["floor"]),
+            "pipeline_vs_naive": paired_ratio(per["pipeline"], per["naive"]),
+            "floor_cpu_s": median(cpu_per["floor"]),
+            "pipeline_cpu_s": median(cpu_per["pipeline"]),
+            "pipeline_vs_floor_cpu": paired_ratio(cpu_per["pipeline"], cpu_per["floor"]),
+            "realtime_factor": seconds / median(per["pipeline"]),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the prepared cache
+
+
+@dataclass
+class Prepared:
+    cache: Any
+    videoset: Any
+    paths: list[Path]
+    prepare_s: float
+
+
+def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any,
+                  spec: Any) -> Prepared:
+    """Prepare every test clip into a fresh cache under ``folder``; a VideoSet over them."""
+    from avbench.media.cache import PreparedCache, prepare
+    from avbench.media.videoset import VideoSet
+    from avbench.records import VideoRecord
+
+    cache = PreparedCache(folder)
+    items = [(f"{kind}/{p.name}", p) for kind, paths in media.items() for p in paths]
+    t = time.perf_counter()
+    res = prepare(items, pipeline, cache, workers=0, progress=False)
+    seconds = time.perf_counter() - t
+    if res.problems:
+        raise RuntimeError(f"bench media could not be prepared: {res.problems[0]}")
+    records = [VideoRecord(id=vid, dataset="bench", label=i % 2, label_v=i % 2, label_a=0)
+               for i, (vid, _) in enumerate(items)]
+    videoset = VideoSet(records, res.entries, cache, spec)
+    return Prepared(cache, videoset, [p for _, p in items], seconds / len(items))
+
+
+def bench_cache(prep: Prepared, pipeline: Any, frames: int, reps: int) -> dict[str, Any]:
+    """Reading prepared segments (and whole clips) against decoding the sources."""
+    vs = prep.videoset
+    n = len(vs)
+    rng = np.random.default_rng(0)
+    reads = 4 * n
+
+    def segments() -> None:
+        for i in rng.integers(0, n, reads):
+            vs.segment(int(i), int(vs.random_starts([i], rng)[0]))
+
+    def clips() -> None:
+        for i in range(n):
+            f, a = prep.cache.open_arrays(vs.entry(i))
+            np.array(f), np.array(a)
+
+    def decode_all() -> None:
+        for p in prep.paths:
+            pipeline_decode(p, pipeline, frames)
+
+    times = interleaved({"decode": decode_all, "segment": segments, "clip": clips}, reps)
+    decode = [t / n for t in times["decode"]]
+    segment = [t / reads for t in times["segment"]]
+    clip = [t / n for t in times["clip"]]
+    entry = vs.entry(0)
+    seg_bytes = frames * 3 * entry.height * entry.width + frames * entry.samples_per_frame * 4
+    return {
+        "videos": n,
+        "prepare_s_per_video": prep.prepare_s,
+        "decode_s_per_video": median(decode),
+        "segment_read_s": median(segment),
+        "clip_read_s": median(clip),
+        "segment_bytes": int(seg_bytes),
+        "segment_speedup": paired_ratio(decode, segment),
+        "clip_speedup": paired_ratio(decode, clip),
+        "note": "files just written, so read from the page cache (warm)",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the DataLoader
+
+
+def _loader_rate(videoset: Any, workers: int, batch: int, n_batches: int, device: str) -> float:
+    """Segments per second the engine's DataLoader delivers (after its first batch, which
+    pays for starting the workers)."""
+    from avbench.engine.evaluate import make_loader
+    from avbench.media.torchdata import TrainSegments
+
+    draws = np.arange(batch * (n_batches + 1)) % len(videoset)
+    dataset = TrainSegments(videoset, draws, seed=0)
+    micro = [list(range(i, i + batch)) for i in range(0, len(draws), batch)]
+    loader = make_loader(dataset, batch_sampler=micro, workers=workers, device=device)
+    it = iter(loader)
+    next(it)
+    t = time.perf_counter()
+    count = 0
+    for b in it:
+        count += int(b["label"].shape[0])
+    seconds = time.perf_counter() - t
+    del it, loader
+    return count / seconds
+
+
+def bench_loader(prep: Prepared, batch: int, device: str, engine_workers: int,
+                 n_batches: int) -> dict[str, Any]:
+    """Loader throughput: in the main process, one worker, and the engine's worker count."""
+    rates = {
+        "main_process_segments_per_s": _loader_rate(prep.videoset, 0, batch, n_batches, device),
+        "one_worker_segments_per_s": _loader_rate(prep.videoset, 1, batch, n_batches, device),
+    }
+    if engine_workers > 1:
+        rates["engine_workers_segments_per_s"] = _loader_rate(
+            prep.videoset, engine_workers, batch, n_batches * engine_workers, device)
+    elif engine_workers == 1:
+        rates["engine_workers_segments_per_s"] = rates["one_worker_segments_per_s"]
+    else:
+        rates["engine_workers_segments_per_s"] = rates["main_process_segments_per_s"]
+    return {"engine_workers": engine_workers, "batch": batch, **rates}

@@ -1,0 +1,224 @@
+"""Targets and the rich tables of ``avbench bench``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 7200:
+        return f"{x / 3600:.1f} h"
+    if x >= 120:
+        return f"{x / 60:.1f} min"
+    if x >= 1:
+        return f"{x:.2f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x * 1e6:.0f} µs"
+
+
+def fmt_bytes(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1 << 30:
+        return f"{x / (1 << 30):.2f} GiB"
+    return f"{x / (1 << 20):.0f} MiB"
+
+
+def fmt_x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_xm(x: float, m: float | None) -> str:
+    """A paired-median ratio and, in brackets, the ratio of the fastest runs."""
+    return fmt_x(x) if m is None else f"{x:.2f}x (min {m:.2f}x)"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{_num(x)} seg/s"
+
+
+def fmt_gflop(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1e9:.1f} GFLOP"
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the performance issue: measured value, goal, met (None: not measured
+    here or not applicable to this device / backbone)."""
+    out: list[dict[str, Any]] = []
+    cuda = str(doc["settings"]["device"]).startswith("cuda")
+    full = doc["settings"]["backbone"] == "full"
+
+    def add(name: str, value: Any, shown: str, goal: str, met: bool | None,
+            note: str = "") -> None:
+        out.append({"name": name, "value": value, "shown": shown, "goal": goal, "met": met,
+                    "note": note})
+
+    if doc.get("decode"):
+        for d in doc["decode"].values():
+            r = d["pipeline_vs_floor"]
+            add(f"media pipeline / bare PyAV decode, {d['source']}", r, fmt_x(r), "<= 1.3x",
+                r <= 1.3)
+    if doc.get("cache"):
+        r = doc["cache"]["segment_speedup"]
+        add("prepared-segment read vs decoding the source", r, f"{r:.0f}x faster", ">= 10x",
+            r >= 10)
+    model = doc.get("model")
+    if model:
+        tr, ev = model["train"], model["eval"]
+        cpu_full = (not cuda) and full
+        why = "" if cpu_full else "the target is for the CPU at full size"
+        add("avprompt train step / frozen-backbone floor", tr["ratio"], fmt_x(tr["ratio"]),
+            "<= 1.15x", tr["ratio"] <= 1.15 if cpu_full else None, why)
+        add("avprompt evaluation / bare backbone forward", ev["ratio"], fmt_x(ev["ratio"]),
+            "<= 1.1x", ev["ratio"] <= 1.1 if cpu_full else None, why)
+        mfu = tr.get("mfu")
+        if cuda:
+            big = model["batch"] >= 32
+            add("bf16 train step, model FLOPs utilisation", mfu,
+                "-" if mfu is None else f"{100 * mfu:.1f}%", ">= 35% (batch 32)",
+                (mfu >= 0.35 if mfu is not None and big and full else None),
+                "" if mfu is not None else "peak TFLOP/s unknown: pass --peak-tflops")
+        else:
+            add("bf16 train step, model FLOPs utilisation", None, "not measured",
+                ">= 35% (H100, batch 32)", None, "needs a CUDA device")
+    proj = doc.get("projection")
+    if proj:
+        s = proj["seconds"]
+        add("projected 15-epoch intra training", s, fmt_s(s), "< 20 min (one H100)",
+            s < 1200 if cuda and full and proj["batch"] >= 32 else None,
+            "" if cuda else "projection for this device; the target is for one H100")
+    lvm = doc.get("loader_vs_model")
+    if lvm:
+        add("loader keeps up with the training step", lvm["headroom"],
+            f"{_num(lvm['headroom'])}x headroom", ">= 1x", lvm["keeps_up"])
+    if doc.get("cli"):
+        h = doc["cli"]["help_s"]
+        add("avbench --help", h, fmt_s(h), "< 0.5 s", h < 0.5)
+    return out
+
+
+def _status(met: bool | None) -> str:
+    return {True: "[green]met[/]", False: "[red]missed[/]", None: "[dim]n/a[/]"}[met]
+
+
+def render(doc: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    m, st = doc["machine"], doc["settings"]
+    console.print(
+        f"[bold]avbench bench[/] {m['date']} | {m['machine']}, {m['cores']} cores ({escape(m['cpu'])})"
+        f"{', ' + escape(m['gpu']) if m.get('gpu') else ', no GPU used'} | torch {m['torch']}, "
+        f"{m['torch_threads']} threads | device {st['device']}, backbone {st['backbone']}, "
+        f"batch {st['batch']}{' | quick' if st['quick'] else ''} | load "
+        f"{m.get('load_before')} -> {m.get('load_after')}"
+    )
+    t = Table(show_lines=False, caption=(
+        "ratio: median over repetitions of the per-repetition ratio (contenders interleaved); "
+        "min: ratio of each one's fastest run"))
+    for col in ("measurement", "value", "compared with", "ratio"):
+        t.add_column(col, justify="left" if col == "measurement" else "right")
+
+    dec = doc.get("decode")
+    if dec:
+        t.add_section()
+        for d in dec.values():
+            src = d["source"]
+            t.add_row(f"[bold]{src}[/]: decode only (PyAV, nothing converted) = floor",
+                      fmt_s(d["floor_s"]) + "/video", "", "")
+            t.add_row("  PyAV decode + to_ndarray (RGB at source size)", fmt_s(d["naive_s"]) + "/video",
+                      "", "")
+            t.add_row("  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments)",
+                      fmt_s(d["pipeline_s"]) + "/video", "floor",
+                      fmt_xm(d["pipeline_vs_floor"], d.get("pipeline_vs_floor_min")))
+            t.add_row("    the same in CPU time (all threads)", fmt_s(d["pipeline_cpu_s"]) + "/video",
+                      "floor " + fmt_s(d["floor_cpu_s"]), fmt_x(d["pipeline_vs_floor_cpu"]))
+            t.add_row("    against PyAV decode + to_ndarray", "", "", fmt_x(d["pipeline_vs_naive"]))
+        first = next(iter(dec.values()))
+        t.add_row(f"  ({first['clips']} clips of {first['clip_seconds']:g} s per format, h264 + AAC)",
+                  "", "", "")
+    c = doc.get("cache")
+    if c:
+        t.add_section()
+        t.add_row("prepare into the cache (decode + write)", fmt_s(c["prepare_s_per_video"]) + "/video",
+                  "", "")
+        t.add_row("decode a source (media pipeline)", fmt_s(c["decode_s_per_video"]) + "/video", "", "")
+        t.add_row(f"cache: read a random segment ({c['segment_bytes'] / 1e6:.1f} MB)",
+                  fmt_s(c["segment_read_s"]), "decode a source", f"{c['segment_speedup']:.0f}x faster")
+        t.add_row("cache: read a whole clip", fmt_s(c["clip_read_s"]), "decode a source",
+                  f"{c['clip_speedup']:.0f}x faster")
+    ld = doc.get("loader")
+    if ld:
+        t.add_section()
+        t.add_row(f"loader, main process (batch {ld['batch']})",
+                  fmt_rate(ld["main_process_segments_per_s"]), "", "")
+        t.add_row("loader, per worker process", fmt_rate(ld["one_worker_segments_per_s"]), "", "")
+        t.add_row(f"loader, the engine's {ld['engine_workers']} worker(s)",
+                  fmt_rate(ld["engine_workers_segments_per_s"]), "", "")
+    lvm = doc.get("loader_vs_model")
+    if lvm:
+        t.add_row("training step consumes", fmt_rate(lvm["train_consumes_segments_per_s"]),
+                  "loader delivers", f"{_num(lvm['headroom'])}x headroom")
+    mo = doc.get("model")
+    if mo:
+        tr, ev = mo["train"], mo["eval"]
+        t.add_section()
+        t.add_row(f"train step, avprompt ({mo['amp']}, batch {mo['batch']})",
+                  fmt_s(tr["avprompt_s_per_clip"]) + "/clip", "floor " + fmt_s(tr["floor_s_per_clip"]),
+                  fmt_xm(tr["ratio"], tr.get("ratio_of_min")))
+        if tr.get("page_faults_per_step") is not None:
+            t.add_row("  page faults per training step (memory handed to the process)",
+                      f"{tr['page_faults_per_step']:,}",
+                      "malloc kept" if mo.get("malloc_tuned") else "malloc default", "")
+        if "floor_stock_s_per_clip" in tr:
+            t.add_row("  floor with open_clip's stock attention", fmt_s(tr["floor_stock_s_per_clip"]) + "/clip",
+                      "floor", fmt_x(tr["floor_stock_vs_floor"]))
+        t.add_row("train FLOPs (forward + backward)", fmt_gflop(tr["flops_per_clip"]) + "/clip",
+                  "floor " + fmt_gflop(tr["floor_flops_per_clip"]), fmt_x(tr["flop_ratio"]))
+        peak = tr.get("peak_tflops")
+        mfu = tr.get("mfu")
+        t.add_row("train achieved throughput", f"{1000 * tr['achieved_tflops']:.1f} GFLOP/s",
+                  f"peak {peak:g} TFLOP/s" if peak else "peak unknown",
+                  f"MFU {100 * mfu:.1f}%" if mfu is not None else "-")
+        t.add_row("evaluation, avprompt", fmt_s(ev["avprompt_s_per_segment"]) + "/segment",
+                  "bare " + fmt_s(ev["bare_s_per_segment"]), fmt_xm(ev["ratio"], ev.get("ratio_of_min")))
+        if "bare_stock_s_per_segment" in ev:
+            t.add_row("  bare forward with open_clip's stock attention",
+                      fmt_s(ev["bare_stock_s_per_segment"]) + "/segment", "bare",
+                      fmt_x(ev["bare_stock_vs_bare"]))
+        t.add_row("evaluation FLOPs", fmt_gflop(ev["flops_per_segment"]) + "/segment",
+                  "bare " + fmt_gflop(ev["bare_flops_per_segment"]), fmt_x(ev["flop_ratio"]))
+    mem = doc.get("memory")
+    if mem:
+        t.add_section()
+        t.add_row(f"peak memory, training step (batch {mem['batch']})", fmt_bytes(mem["train_peak_bytes"]),
+                  "", "")
+        t.add_row(f"peak memory, evaluation batch (batch {mem['batch']})",
+                  fmt_bytes(mem["eval_peak_bytes"]), "", "")
+    pr = doc.get("projection")
+    if pr:
+        t.add_section()
+        t.add_row(f"projected 15-epoch intra training ({pr['segments']:,} segments, batch {pr['batch']})",
+                  fmt_s(pr["seconds"]), "loader-bound" if pr["loader_bound"] else "model-bound", "")
+    cl = doc.get("cli")
+    if cl:
+        t.add_section()
+        t.add_row(f"{cl['command']} (median of {len(cl['runs_s'])})", fmt_s(cl["help_s"]), "", "")
+    console.print(t)
+
+    tg = Table(title="targets")
+    for col in ("target", "measured", "goal", "status"):
+        tg.add_column(col, justify="left" if col == "target" else "right")
+    for row in doc["targets"]:
+        status = _status(row["met"])
+        if row["note"]:
+            status += f" [dim]({escape(row['note'])})[/]"
+        tg.add_row(escape(row["name"]), escape(row["shown"]), escape(row["goal"]), status)
+    console.print(tg)

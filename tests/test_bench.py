@@ -1,0 +1,217 @@
+"""``avbench bench``: it runs every section, writes every figure, and its speed paths compute
+what the stock ones do. Behaviour only: no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from avbench.testing import run_cli
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("avbench_avprompt")
+
+SECTION_KEYS = {
+    "decode": {"source", "clips", "clip_seconds", "floor_s", "naive_s", "pipeline_s",
+               "pipeline_vs_floor", "pipeline_vs_naive", "floor_cpu_s", "pipeline_cpu_s",
+               "pipeline_vs_floor_cpu", "realtime_factor"},
+    "cache": {"videos", "prepare_s_per_video", "decode_s_per_video", "segment_read_s",
+              "clip_read_s", "segment_bytes", "segment_speedup", "clip_speedup"},
+    "loader": {"engine_workers", "batch", "main_process_segments_per_s",
+               "one_worker_segments_per_s", "engine_workers_segments_per_s"},
+    "loader_vs_model": {"train_consumes_segments_per_s", "loader_delivers_segments_per_s",
+                        "headroom", "keeps_up"},
+    "memory": {"method", "batch", "train_peak_bytes", "eval_peak_bytes"},
+    "projection": {"videos", "epochs", "segments", "batch", "steps", "step_s", "seconds",
+                   "loader_bound"},
+    "cli": {"help_s", "help_min_s", "runs_s", "command"},
+}
+TRAIN_KEYS = {"step_s", "avprompt_s_per_clip", "floor_s_per_clip", "ratio", "flops_per_clip",
+              "floor_flops_per_clip", "flop_ratio", "achieved_tflops", "mfu", "peak_tflops",
+              "floor_stock_s_per_clip", "floor_stock_vs_floor"}
+EVAL_KEYS = {"avprompt_s_per_segment", "bare_s_per_segment", "ratio", "flops_per_segment",
+             "bare_flops_per_segment", "flop_ratio", "bare_stock_s_per_segment"}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    r = run_cli(["bench", "--backbone", "tiny", "--quick", "--device", "cpu", "--json", str(path)])
+    assert r.exit_code == 0, r.output + r.stderr
+    return r, json.loads(path.read_text())
+
+
+def test_every_section_runs_and_the_json_holds_every_figure(full_run):
+    r, doc = full_run
+    assert doc["settings"]["sections"] == ["decode", "cache", "loader", "model", "memory", "cli"]
+    assert set(doc["decode"]) == {"native", "resample"}
+    for kind in doc["decode"].values():
+        assert SECTION_KEYS["decode"] <= set(kind)
+        assert kind["pipeline_s"] > 0 and kind["naive_s"] > 0 and kind["floor_s"] > 0
+    for section, keys in SECTION_KEYS.items():
+        if section != "decode":
+            assert keys <= set(doc[section]), (section, keys - set(doc[section]))
+    assert set(doc["model"]["train"]) >= TRAIN_KEYS
+    assert set(doc["model"]["eval"]) >= EVAL_KEYS
+    # both models really ran and FLOPs were counted: the prompts add work, never remove it
+    assert doc["model"]["train"]["flop_ratio"] > 1.0
+    assert doc["model"]["eval"]["flop_ratio"] > 1.0
+    assert doc["memory"]["train_peak_bytes"] > 0
+    for key in ("date", "cpu", "cores", "torch", "python", "device"):
+        assert doc["machine"][key] is not None
+    names = [t["name"] for t in doc["targets"]]
+    assert any("train step" in n for n in names) and any("--help" in n for n in names)
+    assert any("utilisation" in n for n in names)  # listed as not measured without CUDA
+    # the table names the measurements and the targets
+    assert "floor" in r.output and "targets" in r.output
+
+
+def test_targets_on_a_tiny_cpu_run_are_not_judged(full_run):
+    _, doc = full_run
+    by = {t["name"]: t for t in doc["targets"]}
+    train = next(t for n, t in by.items() if n.startswith("avprompt train step"))
+    assert train["met"] is None  # CPU targets are for the full-size towers
+    mfu = next(t for n, t in by.items() if "utilisation" in n)
+    assert mfu["met"] is None and mfu["value"] is None
+
+
+def test_only_runs_the_sections_asked_for(tmp_path):
+    path = tmp_path / "b.json"
+    r = run_cli(["bench", "--backbone", "tiny", "--only", "decode,cli", "--reps", "1",
+                 "--json", str(path)])
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["sections"] == ["decode", "cli"]
+    assert doc["decode"] is not None and doc["cli"] is not None
+    for section in ("cache", "loader", "model", "memory", "projection", "loader_vs_model"):
+        assert doc[section] is None
+
+
+def test_bad_options_end_in_one_line():
+    r = run_cli(["bench", "--only", "gpu"])
+    assert r.exit_code != 0
+    assert r.stderr.strip().splitlines() == [
+        "error: --only 'gpu': choose from decode, cache, loader, model, memory, cli"]
+    r = run_cli(["bench", "--backbone", "huge", "--only", "cli"])
+    assert r.exit_code != 0 and "--backbone" in r.stderr
+
+
+def test_peak_table_and_projection():
+    from avbench.bench.model import peak_tflops, projection
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA H200") == 989.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA A10") == 125.0
+    assert peak_tflops("Some Future GPU") is None
+    p = projection(0.05, 32, {"engine_workers": 8, "engine_workers_segments_per_s": 1000.0})
+    assert p["segments"] == 15 * 12_800 and p["steps"] == 6000
+    assert p["seconds"] == pytest.approx(6000 * 0.05) and not p["loader_bound"]
+    slow = projection(0.05, 32, {"engine_workers": 8, "engine_workers_segments_per_s": 320.0})
+    assert slow["loader_bound"] and slow["seconds"] == pytest.approx(6000 * 0.1)
+    serial = projection(0.05, 32, {"engine_workers": 0, "engine_workers_segments_per_s": 3200.0})
+    assert serial["seconds"] == pytest.approx(6000 * 0.06)
+
+
+def test_cuda_targets_are_judged_from_the_figures():
+    from avbench.bench.report import targets
+
+    doc = {
+        "settings": {"device": "cuda", "backbone": "full"},
+        "model": {"batch": 32, "train": {"ratio": 1.1, "mfu": 0.4}, "eval": {"ratio": 1.05}},
+        "projection": {"seconds": 600.0, "batch": 32},
+        "loader_vs_model": {"headroom": 2.0, "keeps_up": True},
+    }
+    got = {t["name"]: t["met"] for t in targets(doc)}
+    assert got["bf16 train step, model FLOPs utilisation"] is True
+    assert got["projected 15-epoch intra training"] is True
+    assert got["avprompt train step / frozen-backbone floor"] is None  # a CPU target
+    doc["model"]["train"]["mfu"] = 0.2
+    doc["projection"]["seconds"] = 1500.0
+    got = {t["name"]: t["met"] for t in targets(doc)}
+    assert got["bf16 train step, model FLOPs utilisation"] is False
+    assert got["projected 15-epoch intra training"] is False
+
+
+def test_fused_attention_computes_what_open_clip_does():
+    from avbench_avprompt.config import AVPromptConfig
+    from avbench_avprompt.detector import AVPromptDetector
+
+    from avbench.bench.model import stock_attention
+
+    det = AVPromptDetector(AVPromptConfig(backbone="tiny"))
+    vis = det.model.visual
+    x = vis.embed(torch.randn(3, 3, 64, 64))
+    block = vis.tower.transformer.resblocks[0]
+    assert "forward" in block.attn.__dict__  # the fused path is installed
+    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
+    fused = block(xs[0])
+    with stock_attention(vis.tower):
+        assert "forward" not in block.attn.__dict__
+        stock = block(xs[1])
+    assert "forward" in block.attn.__dict__
+    torch.testing.assert_close(fused, stock)
+    fused.square().sum().backward()
+    stock.square().sum().backward()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+
+
+def test_batched_log_mel_is_whispers_per_segment():
+    import whisper
+    from avbench_avprompt.config import AVPromptConfig
+    from avbench_avprompt.detector import AVPromptDetector
+
+    det = AVPromptDetector(AVPromptConfig(backbone="tiny", visual_branch=False, cmfm="off"))
+    audio = torch.randn(3, 2560) * torch.tensor([[1e-3], [1.0], [0.1]])
+    want = torch.stack([whisper.log_mel_spectrogram(a) for a in audio])
+    torch.testing.assert_close(det.model.audio.log_mel(audio), want)
+
+
+def test_keep_freed_memory_is_for_the_cpu_only():
+    from avbench.engine.evaluate import keep_freed_memory
+
+    assert keep_freed_memory("cuda") is False
+    assert keep_freed_memory("cpu") in (True, False)
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+def test_prompt_insertion_gives_autograds_gradients_bit_for_bit(keep):
+    from avbench_avprompt.model import _InsertPrompt
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(4, 10, 8, generator=g, requires_grad=True)
+        prompt = torch.randn(2, 8, generator=g, requires_grad=True)
+        grad = torch.randn(4, 1 + 2 + 10 - keep, 8, generator=g).to(dtype)
+        xd = x.to(dtype)
+        ours = _InsertPrompt.apply(xd, prompt, keep)
+        plain = torch.cat([xd[:, :1], prompt.to(dtype).expand(4, -1, -1), xd[:, keep:]], dim=1)
+        assert torch.equal(ours, plain)
+        for a, b in zip(torch.autograd.grad(ours, (x, prompt), grad),
+                        torch.autograd.grad(plain, (x, prompt), grad), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_one_swscale_thread_gives_the_same_pixels(tmp_path, monkeypatch):
+    import numpy as np
+
+    from avbench.bench.media import make_media, media_kinds
+    from avbench.media import decode as dec
+
+    kinds = media_kinds(64)
+    files = make_media(tmp_path, kinds, clips=1, seconds=1.0)
+    for kind in kinds:
+        path = files[kind.name][0]
+        for size in (64, 48, None):
+            pipeline = dec.Pipeline(size=size)
+            monkeypatch.setattr(dec, "_REFORMAT_EXTRA", {"threads": 1})
+            one = dec.decode(path, pipeline)
+            monkeypatch.setattr(dec, "_REFORMAT_EXTRA", {})
+            auto = dec.decode(path, pipeline)
+            assert np.array_equal(one.frames, auto.frames)
+            assert np.array_equal(one.audio, auto.audio)
