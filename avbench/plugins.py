@@ -129,7 +129,7 @@ class PluginSystem:
         self.statuses.append(status)
         try:
             module = importer()
-        except BaseException as e:  # noqa: BLE001 - a broken plugin must not take us down
+        except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
             self._fail(status, f"import failed: {type(e).__name__}: {e}")
@@ -166,7 +166,7 @@ class PluginSystem:
             register.current_plugin = impl.plugin_name
             try:
                 impl.function(register)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if status is not None:
                     self._fail(status, f"{hook_name} raised {type(e).__name__}: {e}")
                 else:  # pragma: no cover
@@ -217,7 +217,7 @@ class PluginSystem:
                 continue
             try:
                 impl.function(app)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if status is not None:
                     self._fail(status, f"avbench_register_commands raised {e}")
 

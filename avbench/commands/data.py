@@ -37,8 +37,8 @@ def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, co
     Exit code 1 when a file cannot be decoded."""
     from rich.table import Table
 
-    from avbench.engine.progress import Progress
     from avbench.detector import RunContext
+    from avbench.engine.progress import Progress
 
     bad_total = 0
     for name, idx in _indexes(data_items, plugins).items():

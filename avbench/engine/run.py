@@ -9,6 +9,7 @@ splits.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
     return [w for w in written if w is not None]
 
 
-def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):  # noqa: C901
+def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
     from avbench.media.cache import PreparedCache, prepare
     from avbench.media.decode import Pipeline
     from avbench.media.videoset import VideoSet
@@ -426,7 +427,7 @@ def _video_frame(test: Any, vidx: Any, seg_scores: dict[str, Any]) -> Any:
 def _safe_describe(detector: Detector) -> dict[str, Any]:
     try:
         return detector.describe()
-    except Exception as e:  # noqa: BLE001 - describing must not fail a finished run
+    except Exception as e:
         return {"error": str(e)}
 
 
@@ -436,10 +437,8 @@ def _mark(record: dict[str, Any], run_dir: Path, dist: Any, status: str, why: st
     record["status"] = status
     record["error"] = why
     record["finished"] = _now()
-    try:
+    with contextlib.suppress(OSError):  # best effort: the original error is what matters
         atomic_write_json(run_dir / "run.json", record)
-    except OSError:
-        pass
 
 
 def _print_metrics(console: _Console, metrics: dict, wanted: tuple, label: str) -> None:
