@@ -413,7 +413,12 @@ def run_cli(argv: list[str] | None = None) -> int:
 
     set_plugins_dir(None)
     try:
-        app(args=args, prog_name="avbench", standalone_mode=False)
+        # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
+        code = app(args=args, prog_name="avbench", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            return code
     except click.exceptions.Exit as e:
         return int(e.exit_code or 0)
     except click.exceptions.Abort:

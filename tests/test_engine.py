@@ -155,3 +155,22 @@ def test_two_process_gloo_run_equals_one_process(synthetic_root, tmp_path, avben
     b = pd.read_csv(run_dir / "scores.csv")
     assert list(a["id"]) == list(b["id"])
     assert (a["score"] - b["score"]).abs().max() < 1e-5
+
+
+def test_ctrl_c_leaves_a_resumable_run_marked_incomplete(synthetic_root, tmp_path, avbench_cache):
+    env = {"AVBENCH_CACHE": str(avbench_cache), "CUDA_VISIBLE_DEVICES": ""}
+    cmd, full_env = _cli(_run_args(synthetic_root, tmp_path, "--set", "epochs=3",
+                                   "--set", "step_sleep=0.12"), env)
+    # a shell's background jobs start with SIGINT ignored; give the child the default
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.rglob("epochs.jsonl")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    info = json.loads((_only_run(tmp_path) / "run.json").read_text())
+    assert info["status"] == "incomplete" and "--resume" in info["error"]

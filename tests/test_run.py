@@ -109,3 +109,53 @@ def test_a_run_over_bad_media_completes_and_reports_it(synthetic_root, tmp_path)
     assert r.exit_code == 2
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and "2 bad file(s)" in line
+
+
+def test_fit_never_sees_a_test_video(synthetic_root, tmp_path):
+    import types
+
+    from avbench import hookimpl
+    from avbench.detector import Detector, FitInfo
+    from avbench.testing import temporary_plugin
+
+    seen: dict[str, set] = {}
+
+    class Spy(Detector):
+        def fit(self, train, val, ctx):
+            seen["train"] = {r.id for r in train.records}
+            seen["val"] = {r.id for r in val.records}
+            for _batch in train.iter_batches(64):  # and what the data actually holds
+                seen["train"] |= set(_batch.ids)
+            return FitInfo(checkpoint="none")
+
+        def predict(self, batch, ctx):
+            return {"score": np.full(len(batch), 0.5)}
+
+    plugin = types.SimpleNamespace()
+
+    @hookimpl
+    def avbench_register_detectors(register):
+        register("spy", Spy)
+
+    plugin.avbench_register_detectors = avbench_register_detectors
+    with temporary_plugin(plugin, "spy-plugin"):
+        r = run_cli(["run", "-d", "spy", "-p", "cross-manip", "--fold", "RVFA", "--data",
+                     f"fakeavceleb={synthetic_root}", "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    (run_json,) = tmp_path.rglob("run.json")
+    test_ids = set(pd.read_csv(run_json.parent / "scores.csv")["id"])
+    assert test_ids and seen["train"] and seen["val"]
+    assert not (seen["train"] | seen["val"]) & test_ids
+
+
+def test_data_check_lists_every_unreadable_file(synthetic_root, tmp_path):
+    root = tmp_path / "FakeAVCeleb_v1.2"
+    bad = _corrupt_copy(synthetic_root, root)
+    r = run_cli(["data", "check", "--data", f"fakeavceleb={root}"])
+    assert r.exit_code == 1, r.output
+    assert "2 of 319 file(s) cannot be decoded" in r.stdout
+    for vid in bad:
+        assert vid in r.stdout
+    assert "by category" in r.stdout and "FVRA-WL" in r.stdout
+    r = run_cli(["data", "check", "--data", f"fakeavceleb={synthetic_root}", "--no-decode"])
+    assert r.exit_code == 0 and "319 videos" in r.stdout
