@@ -1,5 +1,6 @@
-"""Shared fixtures. The embedded synthetic benchmark is generated once per test session (at
-scale 1, seed 0) into a session cache folder, through the same code path users take."""
+"""Shared test fixtures (for tests/ and plugins/*/tests). The embedded synthetic benchmark is
+generated once per test session (at scale 1, seed 0) into a session cache folder, through the
+same code path users take."""
 
 from __future__ import annotations
 
