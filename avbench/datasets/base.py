@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from avbench.records import VideoRecord
 
@@ -47,3 +47,12 @@ class DatasetAdapter(ABC):
     @abstractmethod
     def index(self, root: Path) -> DatasetIndex:
         """Index the dataset under ``root``; raise DataError when it is not this dataset."""
+
+    def _finish(self, root: Path, records: list[VideoRecord], problems: list[IndexProblem],
+                digest: Any, sizes: dict[str, int]) -> DatasetIndex:
+        """The index, with a fingerprint of ``digest`` (metadata already hashed into it) plus
+        the sorted relative paths and sizes of the indexed files: stable across machines."""
+        for rel in sorted(r.id for r in records):
+            digest.update(f"\n{rel}\t{sizes[rel]}".encode())
+        return DatasetIndex(name=self.name, root=root, records=records, problems=problems,
+                            fingerprint=digest.hexdigest(), face_crop=self.face_crop)

@@ -191,18 +191,7 @@ class FakeAVCelebAdapter(DatasetAdapter):
             raise DataError(
                 f"{root}: none of the {listed} files listed in {METADATA} exist under the root"
             )
-        h = hashlib.sha256()
-        h.update(data)
-        for rel in sorted(r.id for r in records):
-            h.update(f"\n{rel}\t{on_disk[rel]}".encode())
-        return DatasetIndex(
-            name=self.name,
-            root=root,
-            records=records,
-            problems=problems,
-            fingerprint=h.hexdigest(),
-            face_crop=self.face_crop,
-        )
+        return self._finish(root, records, problems, hashlib.sha256(data), on_disk)
 
     def _parse(self, text: str, problems: list[IndexProblem]
                ) -> list[tuple[int, str, VideoRecord]]:

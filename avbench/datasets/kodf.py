@@ -188,16 +188,7 @@ class KoDFAdapter(DatasetAdapter):
         if unmatched:
             problems.append(IndexProblem(
                 ".", f"{unmatched} of {len(records)} videos are not in the metadata CSVs"))
-        for rel in sorted(r.id for r in records):
-            h.update(f"\n{rel}\t{files[rel]}".encode())
-        return DatasetIndex(
-            name=self.name,
-            root=root,
-            records=records,
-            problems=problems,
-            fingerprint=h.hexdigest(),
-            face_crop=self.face_crop,
-        )
+        return self._finish(root, records, problems, h, files)
 
     def _metadata(self, root: Path, problems: list[IndexProblem], h) -> dict[str, _Meta]:
         """File name (and stem) -> metadata, from every CSV found; hashes the CSVs into h."""
