@@ -60,26 +60,37 @@ def show_protocol(name: str, data_items: list[str], fold: str | None, write_list
     for f in folds:
         check_vocabulary(protocol, f, adapters)
         splits = build_splits(protocol, f, indexes)
-        cats = sorted({r.category for s in splits.values() for r in s.records},
-                      key=lambda c: (c != "real", c))
-        t = Table(title=(f"fold {f}" if f else "splits") + " (videos)", title_justify="left")
-        for col in ("split", "dataset", "real", "fake", *cats, "groups", "hash"):
-            t.add_column(col, justify="right" if col not in ("split", "dataset", "groups") else "left")
-        for split, s in splits.items():
-            by_cat = Counter(r.category for r in s.records)
-            by_group = Counter((r.group or "-", r.label) for r in s.records)
-            groups = ", ".join(
-                f"{g}: {by_group[(g, 0)]}r/{by_group[(g, 1)]}f"
-                for g in sorted({g for g, _ in by_group})
-            )
-            c = s.counts()
-            t.add_row(split, s.dataset, str(c["real"]), str(c["fake"]),
-                      *(str(by_cat.get(k, 0)) for k in cats), groups, s.hash)
-            if write_lists is not None:
-                name_ = f"{protocol.name}{'-' + f if f else ''}-{split}.txt"
-                from avbench.results import atomic_write_text
+        title = f"fold {f}" if f else "splits"
+        console.print(f"[bold]{title}[/]: " + "; ".join(
+            f"{k} = {s.counts()['real']} real + {s.counts()['fake']} fake of {s.dataset} "
+            f"(hash {s.hash})" for k, s in splits.items()))
+        for field in ("category", "group"):
+            counts = {k: Counter((getattr(r, field) or "-", r.label) for r in s.records)
+                      for k, s in splits.items()}
+            values = sorted({v for c in counts.values() for v, _ in c},
+                            key=lambda v: (v != "real", v))
+            # a category is all real or all fake: one number; a group holds both
+            both = field == "group"
+            console.print(f"{title}: videos by {field}" + (" (real / fake)" if both else ""))
+            t = Table()
+            t.add_column(field)
+            for k in splits:
+                t.add_column(k, justify="right")
+            for v in values:
+                t.add_row(v, *(_cell(counts[k], v, both) for k in splits))
+            console.print(t)
+        if write_lists is not None:
+            from avbench.results import atomic_write_text
 
-                atomic_write_text(write_lists / name_, "".join(f"{r.id}\n" for r in s.records))
-        console.print(t)
+            for split, sp in splits.items():
+                name_ = f"{protocol.name}{'-' + f if f else ''}-{split}.txt"
+                atomic_write_text(write_lists / name_, "".join(f"{r.id}\n" for r in sp.records))
     if write_lists is not None:
         console.print(f"video lists written to {write_lists}")
+
+
+def _cell(counts: Counter, value: str, both: bool) -> str:
+    real, fake = counts[(value, 0)], counts[(value, 1)]
+    if not real and not fake:
+        return "-"
+    return f"{real} / {fake}" if both else str(real + fake)
