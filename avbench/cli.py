@@ -109,7 +109,7 @@ def run(
         detector=detector, protocol=protocol, fold=fold, data=parse_data_items(data or []),
         overrides=parse_set_items(set_), seed=seed, device=device, out=out, resume=resume,
         on_bad_media=on_bad_media, workers=workers, quiet=quiet, cache_dir=cache,
-        command=["avbench", *sys.argv[1:]],
+        command=["avbench", *_STATE.get("argv", [])],
     )
     folders = do_run(opts, console=_console())
     if not quiet and folders:
@@ -407,6 +407,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     import click
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["argv"] = args
     _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
     _STATE["plugins_dir"] = None
     from avbench.plugins import set_plugins_dir

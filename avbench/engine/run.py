@@ -105,6 +105,39 @@ def _versions(info: Any) -> dict[str, Any]:
     return v
 
 
+_PATH_OPTIONS = ("--out", "--cache", "--plugins-dir")
+
+
+def _is_path(value: str) -> bool:
+    return ("/" in value or "\\" in value) and (Path(value).is_absolute() or Path(value).exists())
+
+
+def portable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as results record it: a value naming a file keeps only the file's name (a
+    result never holds a path of the machine that produced it; weights are identified by
+    name and checksum in the detector's provenance)."""
+    return {k: (Path(v).name if isinstance(v, str) and _is_path(v) else v)
+            for k, v in config.items()}
+
+
+def portable_command(argv: list[str]) -> list[str]:
+    """The command line with dataset roots and other paths replaced by placeholders."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        prev = argv[i - 1] if i else ""
+        if prev == "--data" and "=" in a:
+            name, _, value = a.partition("=")
+            a = f"{name}=<path>" if _is_path(value) or Path(value).exists() else a
+        elif prev in _PATH_OPTIONS or (prev in ("--protocol", "-p") and _is_path(a)):
+            a = "<path>"
+        elif a.startswith(tuple(f"{o}=" for o in _PATH_OPTIONS)):
+            a = a.split("=", 1)[0] + "=<path>"
+        elif "=" in a and prev == "--set" and _is_path(a.partition("=")[2]):
+            a = a.partition("=")[0] + "=" + Path(a.partition("=")[2]).name
+        out.append(a)
+    return out
+
+
 def find_resumable(out: Path, protocol: str, fold: str | None, detector: str,
                    chash: str, seed: int) -> Path | None:
     """The newest incomplete run of the same detector/config/seed on the same fold."""
@@ -194,7 +227,8 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
     splits = build_splits(protocol, fold, indexes)
     detector: Detector = info.create(opts.overrides)
     spec = detector.input_spec()
-    chash = config_hash(detector.config)
+    config = portable(config_to_dict(detector.config))
+    chash = config_hash(config)
     torch_det = _needs_torch(detector)
     device = resolve_device(opts.device) if torch_det else "cpu"
     _seed_everything(opts.seed)
@@ -221,10 +255,10 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         "run_id": run_dir.name,
         "status": "incomplete",
         "created": _now(),
-        "command": opts.command,
+        "command": portable_command(opts.command),
         "detector": {
             **info.to_dict(),
-            "config": config_to_dict(detector.config),
+            "config": config,
             "config_hash": chash,
             "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
                            "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
