@@ -159,7 +159,7 @@ def find_resumable(out: Path, protocol: str, fold: str | None, detector: str,
 class _Console:
     """Prints on rank 0 only. ``--quiet`` drops progress bars, not these lines."""
 
-    def __init__(self, console: Any, quiet: bool, rank: int) -> None:
+    def __init__(self, console: Any, rank: int) -> None:
         self.c = console
         self.quiet = rank != 0
 
@@ -183,7 +183,7 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
     info.make_config(opts.overrides)  # bad --set fails now, before any heavy work
 
     dist = distributed.init_from_env()
-    out_console = _Console(console, opts.quiet, dist.rank)
+    out_console = _Console(console, dist.rank)
 
     t0 = time.perf_counter()
     sources = find_dataset_sources(opts.data)
@@ -195,7 +195,7 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
         if value is None:
             from avbench.datasets.resolve import missing_dataset_message
 
-            raise AvbenchError(missing_dataset_message(name))
+            raise AvbenchError(missing_dataset_message(name, plugins.datasets))
         indexes[name] = distributed.rank0_first(
             dist, lambda n=name, v=value: resolve_dataset(n, v, plugins.datasets)
         )
@@ -385,9 +385,9 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
 
 
 def _needs_torch(detector: Detector) -> bool:
-    return "avbench.torch_detector" in sys.modules and any(
-        c.__name__ == "TorchDetector" for c in type(detector).__mro__
-    )
+    """A TorchDetector (its module is loaded whenever such a detector exists)."""
+    mod = sys.modules.get("avbench.torch_detector")
+    return mod is not None and isinstance(detector, mod.TorchDetector)
 
 
 def _seed_everything(seed: int) -> None:
