@@ -148,8 +148,14 @@ def table(
                                   aggregate=aggregate)
     if isinstance(out, str):
         typer.echo(out, nl=not out.endswith("\n"))
-    else:
-        _console().print(out)
+        return
+    from rich.console import Console
+
+    console = _console()
+    needed = console.measure(out, options=console.options.update_width(1000)).maximum
+    if needed > console.width:  # never squeeze numbers into ellipses: let the lines run long
+        console = Console(width=needed, highlight=False)
+    console.print(out)
 
 
 # -- plugins / detectors / protocols -----------------------------------------------------------

@@ -159,3 +159,9 @@ def test_data_check_lists_every_unreadable_file(synthetic_root, tmp_path):
     assert "by category" in r.stdout and "FVRA-WL" in r.stdout
     r = run_cli(["data", "check", "--data", f"fakeavceleb={synthetic_root}", "--no-decode"])
     assert r.exit_code == 0 and "319 videos" in r.stdout
+
+
+def test_rich_tables_never_truncate_numbers_on_narrow_terminals(runs):
+    r = run_cli(["table", "--table", "1", "--results", str(runs)], env={"COLUMNS": "60"})
+    assert r.exit_code == 0
+    assert "…" not in r.stdout and "mfcc-logreg" in r.stdout
