@@ -448,6 +448,8 @@ def run_cli(argv: list[str] | None = None) -> int:
         typer.echo(f"error: internal error: {type(e).__name__}: {e} "
                    "(rerun with --debug for the traceback)", err=True)
         return 1
+    finally:
+        set_plugins_dir(None)  # --plugins-dir applies to this command only
     return 0
 
 

@@ -123,12 +123,10 @@ class RunContext:
     resume: bool = False
     quiet: bool = False
     console: Console | None = None
-    num_workers: int = 0
     rank: int = 0
     world_size: int = 1
     balance: str = "video"
     log_path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:

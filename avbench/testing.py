@@ -75,7 +75,7 @@ class CliResult:
 def run_cli(args: list[str], env: Mapping[str, str] | None = None) -> CliResult:
     """Run ``avbench ARGS`` in this process; errors end as one line on stderr, as in a shell."""
     from avbench.cli import run_cli as _run
-    from avbench.plugins import reset_plugins, set_plugins_dir
+    from avbench.plugins import reset_plugins
 
     env = {"COLUMNS": os.environ.get("COLUMNS", "200"), **(env or {})}
     old = {k: os.environ.get(k) for k in env}
@@ -91,6 +91,5 @@ def run_cli(args: list[str], env: Mapping[str, str] | None = None) -> CliResult:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        set_plugins_dir(None)  # --plugins-dir applies to this command only
         reset_plugins()
     return CliResult(code, out.getvalue(), err.getvalue())

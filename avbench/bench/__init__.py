@@ -198,13 +198,13 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
         if needs_media:
             assert work is not None and spec is not None
             from avbench.bench import media as bm
-            from avbench.media.decode import Pipeline
+            from avbench.media.videoset import pipeline_for_spec
 
             kinds = bm.media_kinds(spec.size)
             say(f"writing {prof.clips} test clips of {prof.seconds:g} s in each of "
                 f"{len(kinds)} formats")
             files = bm.make_media(work / "media", kinds, prof.clips, prof.seconds)
-            pipeline = Pipeline(fps=spec.fps, sample_rate=spec.sample_rate, size=spec.size)
+            pipeline = pipeline_for_spec(spec)
             if "decode" in opts.sections:
                 say("decode: bare PyAV against the media pipeline")
                 doc["decode"] = bm.bench_decode(files, kinds, pipeline, spec.frames,

@@ -217,8 +217,7 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
 def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
     from avbench.media.cache import PreparedCache, prepare
-    from avbench.media.decode import Pipeline
-    from avbench.media.videoset import VideoSet
+    from avbench.media.videoset import VideoSet, pipeline_for_spec
     from avbench.metrics import metrics_from_frame
     from avbench.protocols import build_splits, check_vocabulary
 
@@ -288,8 +287,8 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         skipped: list[dict[str, Any]] = []
         for name, split in splits.items():
             idx = indexes[split.dataset]
-            pipeline = Pipeline(fps=spec.fps, sample_rate=spec.sample_rate, size=spec.size,
-                                max_seconds=split.spec.max_seconds, face_crop=idx.face_crop)
+            pipeline = pipeline_for_spec(spec, max_seconds=split.spec.max_seconds,
+                                         face_crop=idx.face_crop)
             items = [(r.id, idx.root / r.id) for r in split.records]
             res = distributed.rank0_first(
                 dist,
@@ -338,7 +337,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         val = VideoSet(sets["val"][0], sets["val"][1], cache, spec)
         ctx = RunContext(
             seed=opts.seed, device=device, run_dir=run_dir, resume=resumed, quiet=opts.quiet,
-            console=console.c, num_workers=opts.workers,
+            console=console.c,
             rank=dist.rank, world_size=dist.world_size, balance=protocol.balance,
             log_path=run_dir / "epochs.jsonl",
         )

@@ -13,6 +13,7 @@ checkpoint of epoch k redoes epoch k+1 exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import random
@@ -126,11 +127,12 @@ def _val_segment_subset(val: Any, per_video: int, seed: int) -> np.ndarray | Non
     """A fixed, seeded choice of ``per_video`` eval segments per validation video (0 = all)."""
     if per_video <= 0:
         return None
-    vidx, _ = val.eval_index()
+    vidx, _ = val.eval_index()  # segments in video order, so each video's are contiguous
+    bounds = np.searchsorted(vidx, np.arange(len(val) + 1))
     rng = np.random.default_rng([seed, 99])
     keep = []
-    for v in range(len(val)):
-        segs = np.flatnonzero(vidx == v)
+    for lo, hi in itertools.pairwise(bounds):
+        segs = np.arange(lo, hi)
         if len(segs) <= per_video:
             keep.extend(segs.tolist())
         else:
@@ -150,16 +152,17 @@ def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"{type(det).__name__} has no trainable parameter")
-    opt_out = det.configure_optimizers(model, 1)
-    optimizer, scheduler = opt_out if isinstance(opt_out, tuple) else (opt_out, None)
-    interval = getattr(det, "scheduler_interval", "epoch")
     labels = np.array([r.label for r in train.records], dtype=np.int64)
     n_draws = cfg.epoch_size or len(train)
-    if n_draws < cfg.batch_size * cfg.grad_accum:
+    steps_per_epoch = n_draws // (cfg.batch_size * cfg.grad_accum)
+    if steps_per_epoch < 1:
         raise TrainingError(
             f"only {n_draws} training segments per epoch but batch_size x grad_accum = "
             f"{cfg.batch_size * cfg.grad_accum}; lower batch_size"
         )
+    opt_out = det.configure_optimizers(model, steps_per_epoch)
+    optimizer, scheduler = opt_out if isinstance(opt_out, tuple) else (opt_out, None)
+    interval = getattr(det, "scheduler_interval", "epoch")
     workers = resolve_workers(cfg.num_workers)
     val_subset = _val_segment_subset(val, cfg.val_segments, ctx.seed)
     ckpt_dir = (ctx.run_dir / "checkpoints") if ctx.run_dir is not None else None
