@@ -32,9 +32,11 @@ SECTION_KEYS = {
 }
 TRAIN_KEYS = {"step_s", "avprompt_s_per_clip", "floor_s_per_clip", "ratio", "flops_per_clip",
               "floor_flops_per_clip", "flop_ratio", "achieved_tflops", "mfu", "peak_tflops",
-              "floor_stock_s_per_clip", "floor_stock_vs_floor"}
+              "floor_stock_s_per_clip", "floor_stock_vs_floor", "pruned_floor_flops_per_clip",
+              "flop_ratio_vs_pruned"}
 EVAL_KEYS = {"avprompt_s_per_segment", "bare_s_per_segment", "ratio", "flops_per_segment",
-             "bare_flops_per_segment", "flop_ratio", "bare_stock_s_per_segment"}
+             "bare_flops_per_segment", "flop_ratio", "bare_stock_s_per_segment",
+             "pruned_bare_flops_per_segment", "flop_ratio_vs_pruned"}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +59,15 @@ def test_every_section_runs_and_the_json_holds_every_figure(full_run):
             assert keys <= set(doc[section]), (section, keys - set(doc[section]))
     assert set(doc["model"]["train"]) >= TRAIN_KEYS
     assert set(doc["model"]["eval"]) >= EVAL_KEYS
-    # both models really ran and FLOPs were counted: the prompts add work, never remove it
-    assert doc["model"]["train"]["flop_ratio"] > 1.0
-    assert doc["model"]["eval"]["flop_ratio"] > 1.0
+    # both models really ran and FLOPs were counted: against towers whose last layer is
+    # pruned as avprompt's is, the prompts add work, never remove it; against the stock
+    # towers the pruning saves work (a large share of a 2-layer tiny tower)
+    for part, pruned in (("train", "pruned_floor_flops_per_clip"),
+                         ("eval", "pruned_bare_flops_per_segment")):
+        m = doc["model"][part]
+        assert m["flop_ratio_vs_pruned"] > 1.0
+        assert m[pruned] < m["floor_flops_per_clip" if part == "train" else "bare_flops_per_segment"]
+        assert m["flop_ratio"] > 0
     assert doc["memory"]["train_peak_bytes"] > 0
     for key in ("date", "cpu", "cores", "torch", "python", "device"):
         assert doc["machine"][key] is not None

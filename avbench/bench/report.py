@@ -182,6 +182,10 @@ def render(doc: dict[str, Any], console: Any) -> None:
                       "floor", fmt_x(tr["floor_stock_vs_floor"]))
         t.add_row("train FLOPs (forward + backward)", fmt_gflop(tr["flops_per_clip"]) + "/clip",
                   "floor " + fmt_gflop(tr["floor_flops_per_clip"]), fmt_x(tr["flop_ratio"]))
+        if "pruned_floor_flops_per_clip" in tr:
+            t.add_row("  against a floor whose last CLIP layer computes the class token alone", "",
+                      "floor " + fmt_gflop(tr["pruned_floor_flops_per_clip"]),
+                      fmt_x(tr["flop_ratio_vs_pruned"]))
         peak = tr.get("peak_tflops")
         mfu = tr.get("mfu")
         t.add_row("train achieved throughput", f"{1000 * tr['achieved_tflops']:.1f} GFLOP/s",
@@ -195,6 +199,10 @@ def render(doc: dict[str, Any], console: Any) -> None:
                       fmt_x(ev["bare_stock_vs_bare"]))
         t.add_row("evaluation FLOPs", fmt_gflop(ev["flops_per_segment"]) + "/segment",
                   "bare " + fmt_gflop(ev["bare_flops_per_segment"]), fmt_x(ev["flop_ratio"]))
+        if "pruned_bare_flops_per_segment" in ev:
+            t.add_row("  against a bare forward whose last CLIP layer computes the class token alone",
+                      "", "bare " + fmt_gflop(ev["pruned_bare_flops_per_segment"]),
+                      fmt_x(ev["flop_ratio_vs_pruned"]))
     mem = doc.get("memory")
     if mem:
         t.add_section()

@@ -96,6 +96,54 @@ def use_fused_attention(tower: nn.Module) -> int:
     return changed
 
 
+def _prunable(block: nn.Module) -> bool:
+    """Whether :func:`_block_at_one_position` computes exactly what ``block`` computes: an
+    open_clip ``ResidualAttentionBlock`` (pre-norm self-attention, then pre-norm MLP, each
+    with an optional layer scale) whose attention is a packed batch-first
+    ``nn.MultiheadAttention`` without extra biases."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    mha = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")
+        and type(mha) is nn.MultiheadAttention
+        and mha.batch_first
+        and mha._qkv_same_embed_dim
+        and mha.in_proj_weight is not None
+        and mha.bias_k is None
+        and not mha.add_zero_attn
+    )
+
+
+def _block_at_one_position(block: nn.Module, x: Tensor, position: int) -> Tensor:
+    """``block(x)[:, position]`` for batch-first x (N, L, D), computing only that output.
+
+    In a transformer block every position's output depends on all positions only through
+    the keys and values of attention; the query, the attention output, the output
+    projection, the residuals and the MLP are per position. So the output at one position
+    needs the key/value projection of the whole sequence and everything else for that
+    position alone. For the last CLIP layer, whose only output read is position 1 (Eq. 10),
+    this skips the query projection, output projection and MLP of the other L - 1 positions:
+    about a tenth of the tower's work at ViT-B/32 size, forward and backward.
+    """
+    mha = block.attn
+    n, length, width = x.shape
+    heads = mha.num_heads
+    h = block.ln_1(x)
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    q = F.linear(h[:, position : position + 1], w[:width], None if b is None else b[:width])
+    kv = F.linear(h, w[width:], None if b is None else b[width:])
+    k, v = kv.view(n, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    q = q.view(n, 1, heads, width // heads).transpose(1, 2)
+    dropout = mha.dropout if mha.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    out = F.linear(out.transpose(1, 2).reshape(n, 1, width), mha.out_proj.weight, mha.out_proj.bias)
+    y = x[:, position : position + 1] + block.ls_1(out)
+    y = y + block.ls_2(block.mlp(block.ln_2(y)))
+    return y[:, 0]
+
+
 def classification_head(in_dim: int, hidden: int) -> nn.Sequential:
     """Two linear layers with a ReLU, giving real/fake logits (the paper's three heads)."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
@@ -159,6 +207,10 @@ class SequentialVisualPrompts(nn.Module):
         self.batch_first = getattr(tower.transformer, "batch_first", False)
         if self.batch_first:
             use_fused_attention(tower)
+        # the last layer computes its output at position 1 only (the same numbers; see
+        # _block_at_one_position); off for blocks of another shape
+        blocks = tower.transformer.resblocks
+        self.prune_last = self.batch_first and len(blocks) > 0 and _prunable(blocks[-1])
         patch = tower.conv1.kernel_size[0]
         # P_v^1..L, initialised as in VPT (Jia et al. 2022): uniform, Xavier-style.
         bound = math.sqrt(6.0 / float(3 * patch * patch + self.width))
@@ -181,11 +233,15 @@ class SequentialVisualPrompts(nn.Module):
         """Normalised images (N_img, 3, H, W) -> frame features z_{v,t}^{L,1} (N_img, D_v)."""
         x = self.embed(images)
         n = self.n_vpt
-        for layer, block in enumerate(self.tower.transformer.resblocks):
+        blocks = self.tower.transformer.resblocks
+        for layer, block in enumerate(blocks):
             # Eq. 6: keep every earlier prompt and the patches; VPT-deep drops the previous
             # layer's prompt outputs
             keep = 1 if self.mode == "sequential" or layer == 0 else 1 + n
             x = _InsertPrompt.apply(x, self.prompts[layer], keep)  # [x_0, P^l, x_keep...]
+            if layer == len(blocks) - 1 and self.prune_last:
+                # only position 1 of the last layer is read: compute that output alone
+                return self.tower.ln_post(_block_at_one_position(block, x, 1))
             x = block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         return self.tower.ln_post(x[:, 1])
 
