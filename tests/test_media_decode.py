@@ -360,3 +360,22 @@ def test_sample_formats(
     freq = np.argmax(np.abs(np.fft.rfft(x * np.hanning(len(x))))) * 16000 / len(x)
     assert abs(freq - 300) < 3
     assert 0.44 < np.abs(x).max() < 0.53
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "size"), [(100, 100, None), (232, 224, 224), (120, 100, None)]
+)
+def test_unscaled_frames_match_pyav_rgb(tmp_path: Path, width: int, height: int, size) -> None:
+    """Widths that swscale's unscaled planar-RGB converter gets wrong (16k + 1 to 16k + 8)
+    still give exactly PyAV's own RGB conversion."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, height, width, 3), dtype=np.uint8)
+    path = write_av(tmp_path / "odd.mp4", frames, np.zeros(3200, np.float32), crf=18)
+    with av.open(str(path)) as c:
+        ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    ref = ref.transpose(0, 3, 1, 2)
+    if size is not None:
+        x0, y0 = (width - size) // 2, (height - size) // 2
+        ref = ref[:, :, y0 : y0 + size, x0 : x0 + size]
+    clip = decode(path, Pipeline(size=size))
+    assert np.array_equal(clip.frames, ref[: clip.n_frames])

@@ -22,10 +22,15 @@ How the two streams are aligned and cut:
   video is cut to the last frame the audio fully covers.
 
 Speed: video is decoded with FFmpeg's threading, and only source frames that an output frame
-shows are converted, by one reused swscale context straight to planar RGB at the output
-size (no per-frame transpose); audio samples are read from the frames' planes and
-converted, averaged and resampled (swresample) in one vectorised step. On a 10 s 224x224
-clip this is faster than decoding with ``frame.to_ndarray(format="rgb24")``.
+shows are converted, with swscale contexts reused for the whole clip, into planar RGB at the
+output size. A source that needs resizing is first cut to its centre square by libavfilter's
+``crop`` (which moves plane pointers and copies nothing); a YUV frame is then scaled in its
+own format (half-size chroma for 4:2:0) and only then converted to RGB by swscale's fast
+unscaled converter (one pass scaling straight to planar RGB takes twice as long; it is kept
+for other pixel formats and for output widths that are not a multiple of 16, see
+:class:`_Geometry`). Audio samples are read from the frames' planes and converted, averaged
+and resampled (swresample) in one vectorised step. On a 10 s 224x224 clip this is faster
+than decoding with ``frame.to_ndarray(format="rgb24")``.
 
 Known limits: audio is assumed contiguous after its first timestamp (a gap in the middle of
 the audio stream is not re-timed); the last frame of a variable-frame-rate file lasts what
@@ -58,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Bump whenever the arrays :func:`decode` returns change for the same file and Pipeline
 #: (the prepared cache is keyed by it, so a bump re-prepares everything).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 #: Audio shorter than the video by at most this many seconds is padded with zeros instead of
 #: cutting a video frame (rounding between the two streams' clocks).
@@ -225,13 +230,61 @@ class _FrameBuffer:
 #: decoder's threads are busy; one thread converts a 224x224 frame 2-5x faster, with the same
 #: pixels. Emptied on the first call if this PyAV does not take ``threads``.
 _REFORMAT_EXTRA: dict[str, Any] = {"threads": 1}
+_TO_GBRP: dict[str, Any] = {"format": "gbrp"}
+
+
+def _reformat(reformatter: Any, frame: Any, kwargs: dict[str, Any]) -> Any:
+    """``reformatter.reformat(frame, **kwargs)`` with :data:`_REFORMAT_EXTRA`."""
+    try:
+        return reformatter.reformat(frame, **kwargs, **_REFORMAT_EXTRA)
+    except TypeError:
+        if not _REFORMAT_EXTRA:
+            raise
+        _REFORMAT_EXTRA.clear()  # an older PyAV: no ``threads`` argument
+        return reformatter.reformat(frame, **kwargs)
+
+
+class _CentreCrop:
+    """The centre square of each frame, cut by libavfilter's ``crop`` filter: it only moves
+    the planes' data pointers (nothing is copied; ~5 µs a frame). The crop filter rounds
+    offsets and sides down to the chroma subsampling (even for 4:2:0), so chroma stays
+    aligned. The graph is rebuilt if the frames' size or pixel format changes mid-stream."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, str] | None = None
+        self._graph: Any = None
+
+    def __call__(self, frame: Any) -> Any:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:
+            self._build(*key, frame.time_base)
+        self._graph.vpush(frame)
+        return self._graph.vpull()
+
+    def _build(self, width: int, height: int, fmt: str, time_base: Any) -> None:
+        import av.filter
+
+        side = min(width, height)
+        graph = av.filter.Graph()
+        graph.threads = 1
+        src = graph.add_buffer(
+            width=width, height=height, format=fmt, time_base=time_base or Fraction(1, 25)
+        )
+        crop = graph.add(
+            "crop", f"w={side}:h={side}:x={(width - side) // 2}:y={(height - side) // 2}"
+        )
+        graph.link_nodes(src, crop, graph.add("buffersink"))
+        graph.configure()
+        self._graph, self._key = graph, (width, height, fmt)
 
 
 class _Geometry:
-    """Scale + centre crop of each source frame, done by swscale (planar RGB output)."""
+    """Centre crop + resize of each source frame to planar RGB (see :meth:`convert`)."""
 
     def __init__(self, width: int, height: int, pipeline: Pipeline, n_est: int) -> None:
         self.face = pipeline.face_crop
+        self.x0 = self.y0 = 0
+        self.crop: _CentreCrop | None = None
         if self.face:
             # working resolution for face detection and cropping, (N, H, W, 3)
             short = min(width, height)
@@ -243,55 +296,86 @@ class _Geometry:
                 scale = min(1.0, max(scale, (pipeline.size or 0) / short))
             self.sw = max(2, round(width * scale))
             self.sh = max(2, round(height * scale))
-            self.x0 = self.y0 = 0
             self.out_w, self.out_h = self.sw, self.sh
             self.shape: tuple[int, ...] = (self.sh, self.sw, 3)
+            self.resize = (self.sw, self.sh) != (width, height)
+            downscale = self.sw * self.sh < width * height
         elif pipeline.size is None:
             self.sw, self.sh = width, height
-            self.x0 = self.y0 = 0
             self.out_w, self.out_h = width, height
             self.shape = (3, height, width)
+            self.resize = downscale = False
         else:
             size = pipeline.size
             short = min(width, height)
-            # scale so that the short side becomes `size`, then crop the centre square
-            self.sw = max(size, round(width * size / short))
-            self.sh = max(size, round(height * size / short))
-            self.x0 = (self.sw - size) // 2
-            self.y0 = (self.sh - size) // 2
             self.out_w = self.out_h = size
             self.shape = (3, size, size)
-        downscale = self.sw * self.sh < width * height
+            self.resize = short != size
+            downscale = short > size
+            if self.resize:
+                # crop the centre square of the source, then scale it to size x size
+                self.sw = self.sh = size
+                if width != height:
+                    self.crop = _CentreCrop()
+            else:
+                # the short side is already `size`: convert, then slice out the centre
+                self.sw, self.sh = width, height
+                self.x0 = (width - size) // 2
+                self.y0 = (height - size) // 2
         self.interpolation = "AREA" if downscale else "BICUBIC"
-        self.resize = (self.sw, self.sh) != (width, height)
+        # swscale's unscaled YUV -> planar RGB converter (FFmpeg 8 in PyAV 18) writes garbage
+        # into the last columns of 4:2:0 and 4:2:2 frames 16k + 1 to 16k + 8 pixels wide
+        # (24, 100, 854, ...). Its rgb24 converter gives the same pixels without that fault,
+        # so unscaled conversions at widths that are not a multiple of 16 go through rgb24 and
+        # a transpose, and resizing does the two-pass conversion (see convert) only to
+        # output widths that are.
+        planar_ok = self.sw % 16 == 0
+        self._two_pass = self.resize and not self.face and planar_ok
+        self._packed = not self.resize and not self.face and not planar_ok
         self._reformatter: Any = None
+        self._rgb: Any = None
         # per-frame constants, made once (the conversion runs for every output frame)
-        self._kwargs: dict[str, Any] = {"format": "rgb24" if self.face else "gbrp"}
+        self._kwargs: dict[str, Any] = {"format": "rgb24" if self.face or self._packed else "gbrp"}
+        self._scale: dict[str, Any] = {}
         if self.resize:
-            self._kwargs.update(width=self.sw, height=self.sh, interpolation=self.interpolation)
+            self._scale = {"width": self.sw, "height": self.sh, "interpolation": self.interpolation}
+            self._kwargs.update(self._scale)
         self._ys = slice(self.y0, self.y0 + self.out_h)
         self._xs = slice(self.x0, self.x0 + self.out_w)
 
     def convert(self, frame: Any, dst: np.ndarray) -> None:
-        """Write ``frame`` into ``dst``: (3, H, W) planar RGB, or (H, W, 3) for face work."""
+        """Write ``frame`` into ``dst``: (3, H, W) planar RGB, or (H, W, 3) for face work.
+
+        Resizing a YUV frame to planar RGB takes two swscale passes: the (cropped) frame is
+        scaled in its own YUV format (half-size chroma for 4:2:0), then converted to RGB at
+        the output size by swscale's fast unscaled converter. One pass that scales straight
+        to planar RGB takes about twice as long (it interpolates chroma to full resolution
+        and converts every pixel in generic code), but is still used for other formats.
+        """
         if self._reformatter is None:
-            # one reformatter per clip keeps its swscale context: creating one per frame
+            # one reformatter per pass keeps its swscale context: creating one per frame
             # (what VideoFrame.reformat does) costs more than the conversion itself
             from av.video.reformatter import VideoReformatter
 
             self._reformatter = VideoReformatter()
-        try:
-            img = self._reformatter.reformat(frame, **self._kwargs, **_REFORMAT_EXTRA)
-        except TypeError:
-            if not _REFORMAT_EXTRA:
-                raise
-            _REFORMAT_EXTRA.clear()  # an older PyAV: no ``threads`` argument
-            img = self._reformatter.reformat(frame, **self._kwargs)
-        if self.face:
+            self._rgb = VideoReformatter()
+        if self.crop is not None:
+            frame = self.crop(frame)
+        if self.face or self._packed:
+            img = _reformat(self._reformatter, frame, self._kwargs)
             plane = img.planes[0]
             buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-            dst[...] = buf[:, : 3 * self.sw].reshape(self.sh, self.sw, 3)
+            rgb = buf[:, : 3 * self.sw].reshape(self.sh, self.sw, 3)
+            if self.face:
+                dst[...] = rgb
+            else:
+                dst[...] = rgb[self._ys, self._xs].transpose(2, 0, 1)
             return
+        if self._two_pass and frame.format.name.startswith("yuv"):
+            img = _reformat(self._reformatter, frame, self._scale)  # scaled, still YUV
+            img = _reformat(self._rgb, img, _TO_GBRP)
+        else:
+            img = _reformat(self._reformatter, frame, self._kwargs)
         g, b, r = img.planes  # gbrp planes are G, B, R
         ys, xs = self._ys, self._xs
         for channel, p in ((0, r), (1, g), (2, b)):
@@ -313,8 +397,8 @@ _SAMPLE_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.2233
 
 
 class _AudioCollector:
-    """Decoded audio kept as raw per-channel arrays (read straight from the frames' planes)
-    and converted to float mono in one vectorised step at the end."""
+    """Decoded audio kept as raw per-channel arrays (views of the frames' planes) and
+    converted to float mono in one vectorised step at the end."""
 
     def __init__(self) -> None:
         # runs of frames with one sample format and channel count: (format, channels, data)
@@ -330,8 +414,10 @@ class _AudioCollector:
         dtype = _SAMPLE_DTYPES[fmt.rstrip("p")]
         count = n if planar else n * channels
         data = self.runs[-1][2]
+        # views, not copies: each keeps its plane (and so the frame's buffer) alive until
+        # mono() concatenates them
         for plane, store in zip(frame.planes, data, strict=False):
-            store.append(np.frombuffer(plane, dtype=dtype, count=count).copy())
+            store.append(np.frombuffer(plane, dtype=dtype, count=count))
         self.samples += n
 
     def mono(self) -> np.ndarray:
@@ -345,8 +431,11 @@ class _AudioCollector:
         flat = [np.concatenate(arrays) if len(arrays) > 1 else arrays[0] for arrays in data]
         base = fmt.rstrip("p")
         acc = np.float64 if base in ("s32", "s64", "dbl") else np.float32
-        if len(flat) > 1:  # planar: one array per channel
-            mono = np.mean(np.stack(flat), axis=0, dtype=acc)
+        if len(flat) > 1:  # planar: one array per channel, summed in order (as np.mean does)
+            mono = flat[0].astype(acc)
+            for channel in flat[1:]:
+                mono += channel
+            mono /= len(flat)
         elif channels > 1:  # packed: interleaved
             mono = flat[0].reshape(-1, channels).mean(axis=1, dtype=acc)
         else:
