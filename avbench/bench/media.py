@@ -2,12 +2,17 @@
 
 Everything is measured on media the bench writes itself (:func:`make_media`), so that a clean
 install can run it: speech-like audio and a moving face-like picture with some noise, encoded
-as h264 + AAC mp4, in two source formats:
+as h264 + AAC mp4, in three source formats:
 
 * ``native``: 224x224 at 25 fps with 16 kHz mono audio, the format of FakeAVCeleb's
   VoxCeleb2-derived clips: the pipeline has no resizing or resampling to do;
+* ``rate``: 224x224 at 29.97 fps with 44.1 kHz stereo audio, FakeAVCeleb's other common
+  form (its clips are face crops, mostly 224x224, at 23.98 to 29.97 fps; 44.1 kHz stereo
+  audio is reported): frame-rate conversion, downmix and audio resampling;
 * ``resample``: 320x240 at 29.97 fps with 44.1 kHz stereo audio: every step of the pipeline
-  works (frame-rate conversion, scaling + centre crop, downmix and audio resampling).
+  works, scaling + centre crop included. No dataset avbench reads comes in this size
+  (FakeAVCeleb is 224x224, KoDF 1920x1080 with face cropping), so the pipeline target is not
+  judged on it; it is shown for what resizing costs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class MediaKind:
     fps: Fraction
     sample_rate: int
     channels: int
+    #: whether the "within 1.3x of bare decode" target is judged on this format
+    judged: bool = True
+    why: str = ""
 
     def describe(self) -> str:
         fps = float(self.fps)
@@ -41,12 +49,15 @@ class MediaKind:
 
 
 def media_kinds(size: int) -> list[MediaKind]:
-    """The two source formats, for a model reading ``size`` x ``size`` frames."""
+    """The three source formats, for a model reading ``size`` x ``size`` frames."""
     wide = (size * 10 // 7) // 2 * 2  # 224 -> 320
     tall = (wide * 3 // 4) // 2 * 2  # 320 -> 240
+    ntsc = Fraction(30000, 1001)
     return [
         MediaKind("native", size, size, Fraction(25), 16000, 1),
-        MediaKind("resample", wide, tall, Fraction(30000, 1001), 44100, 2),
+        MediaKind("rate", size, size, ntsc, 44100, 2),
+        MediaKind("resample", wide, tall, ntsc, 44100, 2, judged=False,
+                  why="not a dataset's frame size; shows the cost of resizing"),
     ]
 
 
@@ -97,7 +108,7 @@ def make_media(folder: Path, kinds: list[MediaKind], clips: int, seconds: float,
     for kind in kinds:
         paths = []
         for i in range(clips):
-            rng = np.random.default_rng([seed, i, kind.width])
+            rng = np.random.default_rng([seed, i, kind.width, kind.sample_rate])
             n = round(seconds * float(kind.fps))
             path = folder / kind.name / f"clip{i:02d}.mp4"
             write_av(path, _frames(rng, n, kind.width, kind.height),
@@ -181,6 +192,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
         cpu_per = {k: [t / len(paths) for t in v] for k, v in cpu.items()}
         out[kind.name] = {
             "source": kind.describe(),
+            "judged": kind.judged,
+            "why_not_judged": kind.why,
             "clips": len(paths),
             "clip_seconds": seconds,
             "floor_s": median(per["floor"]),
