@@ -379,3 +379,50 @@ def test_unscaled_frames_match_pyav_rgb(tmp_path: Path, width: int, height: int,
         ref = ref[:, :, y0 : y0 + size, x0 : x0 + size]
     clip = decode(path, Pipeline(size=size))
     assert np.array_equal(clip.frames, ref[: clip.n_frames])
+
+
+def test_audio_frames_of_every_sample_format_are_downmixed_as_one_stream() -> None:
+    """Downmixing in batches of frames gives the channel mean of the whole stream, scaled
+    to [-1, 1], across batches and changes of sample format and channel count mid-stream."""
+    import av
+
+    from avbench.media.decode import _AudioCollector
+
+    rng = np.random.default_rng(3)
+    cases = [  # (format, channels, dtype, scale, offset)
+        ("fltp", 2, np.float32, 1.0, 0.0),
+        ("s16", 2, np.int16, 32768.0, 0.0),
+        ("s16p", 3, np.int16, 32768.0, 0.0),
+        ("u8", 1, np.uint8, 128.0, 128.0),
+        ("s32p", 2, np.int32, 2147483648.0, 0.0),
+        ("dbl", 2, np.float64, 1.0, 0.0),
+        ("flt", 1, np.float32, 1.0, 0.0),
+    ]
+    layouts = {1: "mono", 2: "stereo", 3: "3.0"}
+    collector = _AudioCollector(100)  # too small on purpose: it must grow
+    expected = []
+    for fmt, channels, dtype, scale, offset in cases:
+        sizes = [1024, 333] + ([50] * 70 if fmt == "fltp" else [])  # more than one batch
+        for n in sizes:
+            if np.issubdtype(dtype, np.floating):
+                x = rng.uniform(-1, 1, (channels, n)).astype(dtype)
+            else:
+                info = np.iinfo(dtype)
+                x = rng.integers(info.min, info.max, (channels, n), endpoint=True).astype(dtype)
+            planar = fmt.endswith("p")
+            arr = x if planar else x.T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt,
+                                               layout=layouts[channels])
+            frame.sample_rate = 16000
+            collector.add(frame)
+            wide = dtype in (np.int32, np.float64)
+            mono = x.astype(np.float64 if wide else np.float32).mean(axis=0)
+            mono = mono.astype(np.float32)
+            if offset:
+                mono = mono - np.float32(offset)
+            expected.append(mono / np.float32(scale) if scale != 1.0 else mono)
+    got = collector.mono()
+    want = np.concatenate(expected)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert np.abs(got).max() <= 1.0

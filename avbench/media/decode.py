@@ -28,9 +28,9 @@ output size. A source that needs resizing is first cut to its centre square by l
 own format (half-size chroma for 4:2:0) and only then converted to RGB by swscale's fast
 unscaled converter (one pass scaling straight to planar RGB takes twice as long; it is kept
 for other pixel formats and for output widths that are not a multiple of 16, see
-:class:`_Geometry`). Audio samples are read from the frames' planes and converted, averaged
-and resampled (swresample) in one vectorised step. On a 10 s 224x224 clip this is faster
-than decoding with ``frame.to_ndarray(format="rgb24")``.
+:class:`_Geometry`). Audio is downmixed to float mono frame by frame, straight from the
+frames' planes into one buffer, and resampled by libsoxr in one call. On a 10 s 224x224 clip
+this is faster than decoding with ``frame.to_ndarray(format="rgb24")``.
 
 Known limits: audio is assumed contiguous after its first timestamp (a gap in the middle of
 the audio stream is not re-timed); the last frame of a variable-frame-rate file lasts what
@@ -397,38 +397,71 @@ _SAMPLE_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.2233
 
 
 class _AudioCollector:
-    """Decoded audio kept as raw per-channel arrays (views of the frames' planes) and
-    converted to float mono in one vectorised step at the end."""
+    """Decoded audio, downmixed to float32 mono in batches of frames into one growing buffer.
 
-    def __init__(self) -> None:
-        # runs of frames with one sample format and channel count: (format, channels, data)
-        # where data holds one list of arrays per plane (C planes if planar, else 1)
-        self.runs: list[tuple[str, int, list[list[np.ndarray]]]] = []
-        self.samples = 0
+    Frames are kept as views of their planes until :data:`BATCH` of them (or a change of
+    sample format or channel count) have arrived; the batch is then converted in a few
+    vectorised steps while its samples are still in the cache: channels summed in order and
+    divided by their number (what ``np.mean`` over the channels gives), integer samples
+    scaled to [-1, 1]. Every step is per sample, so the result is the same, bit for bit, as
+    converting the whole stream at once. Why batches: 44.1 kHz stereo AAC comes in ~430
+    frames per 10 s; a few numpy calls per frame cost more than the samples' arithmetic, and
+    keeping every frame to the end costs cache misses on a stream several MB long.
+    """
+
+    BATCH = 64
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._buf = np.empty(max(capacity, 4096), dtype=np.float32)
+        self._done = 0  # samples converted into _buf
+        self.samples = 0  # samples added (converted or pending)
+        self._key: tuple[str, int] | None = None
+        self._views: list[list[np.ndarray]] = []  # pending frames, one list per plane
 
     def add(self, frame: Any) -> None:
         fmt, channels, n = frame.format.name, frame.layout.nb_channels, frame.samples
-        planar = fmt.endswith("p")
-        if not self.runs or self.runs[-1][:2] != (fmt, channels):
-            self.runs.append((fmt, channels, [[] for _ in range(channels if planar else 1)]))
+        if n <= 0:
+            return
+        if (fmt, channels) != self._key:
+            self._flush()
+            self._key = (fmt, channels)
+            planar = fmt.endswith("p")
+            self._views = [[] for _ in range(channels if planar else 1)]
         dtype = _SAMPLE_DTYPES[fmt.rstrip("p")]
-        count = n if planar else n * channels
-        data = self.runs[-1][2]
-        # views, not copies: each keeps its plane (and so the frame's buffer) alive until
-        # mono() concatenates them
-        for plane, store in zip(frame.planes, data, strict=False):
+        count = n if fmt.endswith("p") else n * channels
+        for plane, store in zip(frame.planes, self._views, strict=False):
             store.append(np.frombuffer(plane, dtype=dtype, count=count))
         self.samples += n
+        if len(self._views[0]) >= self.BATCH:
+            self._flush()
 
-    def mono(self) -> np.ndarray:
-        parts = [self._run_mono(*run) for run in self.runs]
-        self.runs = []
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def _flush(self) -> None:
+        if not self._views or not self._views[0]:
+            return
+        assert self._key is not None
+        fmt, channels = self._key
+        m = sum(len(x) for x in self._views[0]) // (1 if len(self._views) > 1 else channels)
+        end = self._done + m
+        if end > len(self._buf):
+            grown = np.empty(max(end, 2 * len(self._buf)), dtype=np.float32)
+            grown[: self._done] = self._buf[: self._done]
+            self._buf = grown
+        dst = self._buf[self._done : end]
+        if fmt == "fltp" and len(self._views) > 1:
+            # what AAC decoders give: sum the channels straight into the buffer
+            np.concatenate(self._views[0], out=dst)
+            for v in self._views[1:]:
+                dst += np.concatenate(v)
+            dst /= len(self._views)
+        else:
+            dst[...] = self._convert(fmt, channels, [np.concatenate(v) for v in self._views])
+        self._done = end
+        for v in self._views:
+            v.clear()
 
     @staticmethod
-    def _run_mono(fmt: str, channels: int, data: list[list[np.ndarray]]) -> np.ndarray:
-        """One run as float32 mono in [-1, 1]: channels averaged."""
-        flat = [np.concatenate(arrays) if len(arrays) > 1 else arrays[0] for arrays in data]
+    def _convert(fmt: str, channels: int, flat: list[np.ndarray]) -> np.ndarray:
+        """Samples of one format as float32 mono in [-1, 1]: channels averaged."""
         base = fmt.rstrip("p")
         acc = np.float64 if base in ("s32", "s64", "dbl") else np.float32
         if len(flat) > 1:  # planar: one array per channel, summed in order (as np.mean does)
@@ -445,26 +478,23 @@ class _AudioCollector:
             if base == "u8":
                 mono = mono - 128.0
             mono = mono / np.float32(_SAMPLE_SCALE[base])
-        return np.asarray(mono, dtype=np.float32)
+        return mono
+
+    def mono(self) -> np.ndarray:
+        """Every sample added, float32 mono in [-1, 1] (a view of the buffer)."""
+        self._flush()
+        return self._buf[: self._done]
 
 
 def _resample_audio(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Resample mono float32 audio with FFmpeg's swresample (band-limited, delay-free)."""
+    """Resample mono float32 audio with libsoxr (its "very high quality" band-limited
+    filter, delay-compensated, in one call). Measured on 10 s of 44.1 kHz audio to 16 kHz:
+    1.9 ms, against 8.5 ms for FFmpeg's swresample through PyAV."""
     if rate == target or len(x) == 0:
         return x.astype(np.float32, copy=False)
-    import av
+    import soxr
 
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(x[None, :]), format="flt", layout="mono"
-    )
-    frame.sample_rate = rate
-    frame.pts = 0
-    parts = [f.to_ndarray()[0] for f in resampler.resample(frame)]
-    parts += [f.to_ndarray()[0] for f in resampler.resample(None)]
-    if not parts:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    return np.asarray(soxr.resample(x, rate, target), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,7 +622,12 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
                 slot[...] = prev_slot
             k += 1
 
-    collector = _AudioCollector()
+    # room for the declared duration (at most 2**24 samples: a header can lie; it grows)
+    collector = _AudioCollector(
+        min(round(float(declared_a) * ast.codec_context.sample_rate) + 4096, 1 << 24)
+        if declared_a and ast.codec_context.sample_rate
+        else 0
+    )
     a_rate = ast.codec_context.sample_rate or ast.rate or 0
     a_start: Fraction | None = None
     a_need: int | None = None  # samples needed to reach the cap (once both starts are known)
