@@ -173,7 +173,11 @@ def pipeline_decode(path: Path, pipeline: Any, frames: int) -> int:
 def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline: Any,
                  frames: int, reps: int, seconds: float) -> dict[str, Any]:
     """Seconds per video of the floor (decode only), PyAV's to_ndarray and the pipeline, per
-    source format; wall and CPU time (all threads)."""
+    source format; wall and CPU time (all threads). Freed memory is kept for reuse, as in
+    the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
+    from avbench.allocator import keep_freed_memory
+
+    tuned = keep_freed_memory()
     out: dict[str, Any] = {}
     for kind in kinds:
         paths = media[kind.name]
@@ -193,6 +197,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
         out[kind.name] = {
             "source": kind.describe(),
             "judged": kind.judged,
+            "malloc_tuned": tuned,
             "why_not_judged": kind.why,
             "clips": len(paths),
             "clip_seconds": seconds,

@@ -22,9 +22,11 @@ def _indexes(data_items: list[str], plugins: Any) -> dict[str, Any]:
 
 def _probe(path: str, face_crop: bool) -> tuple[str, str] | None:
     """Decode one file fully; (kind, reason) when it cannot be decoded."""
+    from avbench.allocator import keep_freed_memory
     from avbench.errors import BadMediaError
     from avbench.media.decode import Pipeline, decode
 
+    keep_freed_memory()  # as avbench data prepare: frame buffers reuse freed memory
     try:
         decode(Path(path), Pipeline(size=64, face_crop=face_crop))
     except BadMediaError as e:

@@ -48,46 +48,15 @@ def autocast_for(amp: str, device: str) -> Any:
     return contextlib.nullcontext()
 
 
-#: glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_ALLOCATOR: dict[str, bool] = {}
-
-
 def keep_freed_memory(device: str | torch.device) -> bool:
-    """On the CPU under glibc, serve every allocation from the heap and keep freed memory
-    for reuse (``mallopt``: no mmap, trim only above 2 GiB free); returns whether it is on.
-
-    Why: torch allocates CPU tensors with malloc, and glibc serves large blocks (a ViT-B/32
-    activation of one 16-frame clip is 3-12 MB; of a batch, that times the batch) with a
-    fresh mmap that is unmapped again on free, so each such tensor is page-faulted in,
-    zero-filled, on every step. Measured with ``avbench bench --only model --batch 4``:
-    943,406 page faults (3.6 GB) per avprompt training step, which then took 1.26x its
-    frozen-backbone floor; with freed memory kept, 1.15x. Kept, memory is reused without
-    faults. The price: the process keeps its peak heap instead of returning it
-    between steps. Numbers are unchanged. Set ``AVBENCH_MALLOC_TUNING=0`` to leave malloc
-    alone. A no-op on CUDA and off glibc; it applies to the whole process, once.
-    """
+    """On the CPU, :func:`avbench.allocator.keep_freed_memory` (freed memory kept for reuse
+    under glibc, so activation tensors are not page-faulted in and zero-filled on every
+    step); returns whether it is on. A no-op on CUDA."""
     if torch.device(device).type != "cpu":
         return False
-    if "on" in _ALLOCATOR:
-        return _ALLOCATOR["on"]
-    on = False
-    if os.environ.get("AVBENCH_MALLOC_TUNING", "1") != "0":
-        import platform
-        import sys
+    from avbench.allocator import keep_freed_memory as keep
 
-        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-            import ctypes
-
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                on = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
-                    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-            except (OSError, AttributeError):
-                on = False
-    _ALLOCATOR["on"] = on
-    return on
+    return keep()
 
 
 def resolve_workers(n: int) -> int:

@@ -464,6 +464,9 @@ def _prepare_job(
 ) -> tuple[str, CacheEntry | None, str, str]:
     """Decode one file into the cache (runs in a worker process when workers > 0).
     Returns (key, entry, kind, reason): entry None and kind/reason set for a bad file."""
+    from avbench.allocator import keep_freed_memory
+
+    keep_freed_memory()  # each clip's frame buffer reuses the last one's memory
     cache = PreparedCache(root)
     name = Path(path).name
     try:
