@@ -84,11 +84,14 @@ def profile(opts: BenchOptions) -> Profile:
     if opts.backbone == "tiny":
         p = Profile(clips=2, seconds=2.0, media_reps=2, model_reps=2, cli_runs=3,
                     loader_segments=16)
+    # Decoding a format's clips takes about a second, so the media sections get more
+    # repetitions than the model: on a shared 2-core machine single repetitions of the
+    # decode ratios spread by +-0.2, and their median needs several to settle.
     elif opts.quick:
-        p = Profile(clips=3, seconds=6.0, media_reps=3, model_reps=3, cli_runs=5,
+        p = Profile(clips=3, seconds=6.0, media_reps=9, model_reps=3, cli_runs=5,
                     loader_segments=48)
     else:
-        p = Profile(clips=6, seconds=10.0, media_reps=5, model_reps=5, cli_runs=7,
+        p = Profile(clips=6, seconds=10.0, media_reps=11, model_reps=5, cli_runs=7,
                     loader_segments=128)
     if opts.reps is not None:
         p = Profile(p.clips, p.seconds, opts.reps, opts.reps, p.cli_runs, p.loader_segments)
