@@ -137,14 +137,19 @@ class BackboneFloor(nn.Module):
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features with the learnable inputs: (B, T, D_v) frame features, (B, N_a, D_a)."""
-        t = self.tower
         b, frames = video.shape[:2]
-        x = t.conv1(self.images(video)).flatten(2).transpose(1, 2)
-        cls = t.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + (t.positional_embedding + self.delta_v).to(x.dtype)
-        f_v = self.run_visual(t.ln_pre(x)).reshape(b, frames, -1)
+        x = self.embed(video, self.delta_v)
+        f_v = self.run_visual(x).reshape(b, frames, -1)
         f_a = self.run_audio(self.audio_tokens(audio) + self.delta_a.to(x.dtype))
         return f_v, f_a
+
+    def embed(self, video: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+        """CLIP's patch and class embeddings (plus ``delta`` on the positions), ``ln_pre``."""
+        t = self.tower
+        x = t.conv1(self.images(video)).flatten(2).transpose(1, 2)
+        cls = t.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        pos = t.positional_embedding if delta is None else t.positional_embedding + delta
+        return t.ln_pre(torch.cat([cls, x], dim=1) + pos.to(x.dtype))
 
     def run_visual(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP's blocks on embedded tokens, then ``ln_post`` of the class token."""
@@ -164,12 +169,8 @@ class BackboneFloor(nn.Module):
     def bare(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The towers' plain forward (evaluation floor)."""
         if self.prune_last:  # open_clip's forward, the last layer at the class token alone
-            t = self.tower
-            x = t.conv1(self.images(video)).flatten(2).transpose(1, 2)
-            cls = t.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-            x = t.ln_pre(torch.cat([cls, x], dim=1) + t.positional_embedding.to(x.dtype))
-            pooled = self.run_visual(x)
-            return pooled @ t.proj, self.run_audio(self.audio_tokens(audio))
+            pooled = self.run_visual(self.embed(video))
+            return pooled @ self.tower.proj, self.run_audio(self.audio_tokens(audio))
         return self.tower(self.images(video)), self.run_audio(self.audio_tokens(audio))
 
 
