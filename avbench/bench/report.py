@@ -132,11 +132,24 @@ def render(doc: dict[str, Any], console: Any) -> None:
         t.add_section()
         for d in dec.values():
             src = d["source"]
-            t.add_row(f"[bold]{src}[/]: decode only (PyAV, nothing converted) = floor",
-                      fmt_s(d["floor_s"]) + "/video", "", "")
+            if "floor_threads_s" in d:
+                t.add_row(f"[bold]{src}[/]: bare PyAV decode, FFmpeg's threads",
+                          fmt_s(d["floor_threads_s"]) + "/video", "", "")
+                t.add_row("  bare PyAV decode, one thread", fmt_s(d["floor_one_thread_s"]) + "/video",
+                          "", "")
+                t.add_row(f"  floor: the faster of the two (one thread in {d['one_thread_faster_reps']}"
+                          " repetitions)", fmt_s(d["floor_s"]) + "/video", "", "")
+            else:
+                t.add_row(f"[bold]{src}[/]: decode only (PyAV, nothing converted) = floor",
+                          fmt_s(d["floor_s"]) + "/video", "", "")
             t.add_row("  PyAV decode + to_ndarray (RGB at source size)", fmt_s(d["naive_s"]) + "/video",
                       "", "")
-            t.add_row("  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments)",
+            how = ""
+            if "pipeline_decoder_threads" in d:
+                how = ("; one decoder thread" if d["pipeline_decoder_threads"] == "NONE"
+                       else "; FFmpeg's threads")
+                how += "; swscale into the clip" if d.get("direct_swscale") else ""
+            t.add_row(f"  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments{how})",
                       fmt_s(d["pipeline_s"]) + "/video", "floor",
                       fmt_xm(d["pipeline_vs_floor"], d.get("pipeline_vs_floor_min")))
             t.add_row("    the same in CPU time (all threads)", fmt_s(d["pipeline_cpu_s"]) + "/video",

@@ -613,7 +613,11 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    from avbench.media.decode import available_cores
+
+    share = max(1, available_cores() // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                               initializer=_worker_init, initargs=(share,))
     futures = {pool.submit(fn, *job): job for job in jobs}
     done: set[str] = set()
     broken = False
@@ -637,6 +641,13 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
             if job[1] in done:
                 continue
             yield _isolated(fn, job, ctx)
+
+
+def _worker_init(cores: int) -> None:
+    """A decoding process decodes on its share of the cores (see decoder_threading)."""
+    from avbench.media.decode import set_decoding_cores
+
+    set_decoding_cores(cores)
 
 
 def _isolated(fn: Any, job: tuple[Any, ...], ctx: Any) -> tuple[str, CacheEntry | None, str, str]:

@@ -21,9 +21,11 @@ How the two streams are aligned and cut:
   :data:`AUDIO_PAD_TOLERANCE` seconds (a few ms of rounding) is padded with zeros, otherwise the
   video is cut to the last frame the audio fully covers.
 
-Speed: video is decoded with FFmpeg's threading, and only source frames that an output frame
-shows are converted, with swscale contexts reused for the whole clip, into planar RGB at the
-output size. A source that needs resizing is first cut to its centre square by libavfilter's
+Speed: video is decoded with FFmpeg's threading (one thread in a process that has one core
+to itself, see :func:`decoder_threading`), and only source frames that an output frame shows
+are converted, with swscale contexts reused for the whole clip, into planar RGB at the
+output size; where :mod:`avbench.media._swscale` applies, swscale writes straight into the
+clip's frame buffer (same bytes, no temporary frame and no copy). A source that needs resizing is first cut to its centre square by libavfilter's
 ``crop`` (which moves plane pointers and copies nothing); a YUV frame is then scaled in its
 own format (half-size chroma for 4:2:0) and only then converted to RGB by swscale's fast
 unscaled converter (one pass scaling straight to planar RGB takes twice as long; it is kept
@@ -49,6 +51,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -342,6 +345,22 @@ class _Geometry:
             self._kwargs.update(self._scale)
         self._ys = slice(self.y0, self.y0 + self.out_h)
         self._xs = slice(self.x0, self.x0 + self.out_w)
+        # the converted picture is the output as it is (no centre slice): swscale may then
+        # write straight into the clip's buffer (see _direct_for)
+        self._whole = (self.x0, self.y0, self.out_w, self.out_h) == (0, 0, self.sw, self.sh)
+        self._direct_key: tuple[int, int, str, int, int] | None = None
+        self._direct: Any = None
+
+    def _direct_for(self, frame: Any) -> Any:
+        """The :class:`avbench.media._swscale.DirectRGB` for frames like ``frame`` (None
+        where that path is off or does not apply), made once per geometry and format."""
+        key = (frame.width, frame.height, frame.format.name, frame.colorspace,
+               frame.color_range)
+        if key != self._direct_key:
+            from avbench.media._swscale import DirectRGB
+
+            self._direct_key, self._direct = key, DirectRGB.converter(frame)
+        return self._direct
 
     def convert(self, frame: Any, dst: np.ndarray) -> None:
         """Write ``frame`` into ``dst``: (3, H, W) planar RGB, or (H, W, 3) for face work.
@@ -373,7 +392,13 @@ class _Geometry:
             return
         if self._two_pass and frame.format.name.startswith("yuv"):
             img = _reformat(self._reformatter, frame, self._scale)  # scaled, still YUV
+            if self._whole and self._direct_for(img) is not None:
+                self._direct.convert(img, dst)  # type: ignore[union-attr]
+                return
             img = _reformat(self._rgb, img, _TO_GBRP)
+        elif not self.resize and self._whole and self._direct_for(frame) is not None:
+            self._direct.convert(frame, dst)  # type: ignore[union-attr]
+            return
         else:
             img = _reformat(self._reformatter, frame, self._kwargs)
         g, b, r = img.planes  # gbrp planes are G, B, R
@@ -501,6 +526,43 @@ def _resample_audio(x: np.ndarray, rate: int, target: int) -> np.ndarray:
 # decode
 
 
+_CORES: dict[str, int] = {}
+
+
+def set_decoding_cores(cores: int | None) -> None:
+    """How many cores this process may decode on (a share, when several processes decode
+    at once); None goes back to the cores the process is allowed to run on."""
+    if cores is None:
+        _CORES.pop("cores", None)
+    else:
+        _CORES["cores"] = max(1, int(cores))
+
+
+def available_cores() -> int:
+    if "cores" in _CORES:
+        return _CORES["cores"]
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def decoder_threading(width: int, height: int) -> str:
+    """The video decoder's ``thread_type``: "AUTO" (FFmpeg's frame + slice threads) when
+    this process may use two cores or more, "NONE" (one thread) when its share is one core
+    (``avbench data prepare --workers`` as many as the cores). ``AVBENCH_DECODE_THREADS=1``
+    forces one thread, ``=0`` FFmpeg's threading.
+
+    Why both: on two cores FFmpeg's threads cost 224x224 h264 about half again as much CPU
+    time, but they decode while this thread converts, so one clip takes less wall time with
+    them (39 against 42 ms per 10 s clip; docs/benchmarks.md); with a process per core, the
+    CPU time is what counts. ``width`` and ``height`` are there for rules by frame size."""
+    forced = os.environ.get("AVBENCH_DECODE_THREADS", "").strip()
+    if forced in ("0", "1"):
+        return "NONE" if forced == "1" else "AUTO"
+    return "NONE" if available_cores() <= 1 else "AUTO"
+
+
 def _seconds(value: Any, time_base: Any) -> Fraction | None:
     if value is None or time_base is None or value <= 0:
         return None
@@ -565,10 +627,10 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
         raise BadMediaError(path, "the file holds no audio stream", "no-audio")
     vs = container.streams.video[0]
     ast = container.streams.audio[0]
-    vs.thread_type = "AUTO"
     width, height = vs.codec_context.width, vs.codec_context.height
     if not width or not height:
         raise BadMediaError(path, "the video stream declares no frame size", "unreadable")
+    vs.thread_type = decoder_threading(width, height)
 
     fps = pipeline.fps
     cap_frames = math.floor(pipeline.max_seconds * fps + 1e-9) if pipeline.max_seconds else None
