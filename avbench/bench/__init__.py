@@ -2,8 +2,9 @@
 
 Sections (``--only`` picks some):
 
-* ``decode``: bare PyAV decoding of test media (the floor) against the full media pipeline
-  (decode, 25 fps, 16 kHz mono, resize + crop, segments);
+* ``decode``: bare PyAV decoding of test media against the full media pipeline (decode,
+  25 fps, 16 kHz mono, resize + crop, segments); bare decoding runs with FFmpeg's threads
+  and in one thread, and the floor is the faster of the two;
 * ``cache``: reading prepared segments (and whole clips) against decoding the sources;
 * ``loader``: segments per second the engine's DataLoader delivers, against what a training
   step consumes;

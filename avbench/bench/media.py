@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from avbench.bench._timing import interleaved, median, min_ratio, paired_ratio
+from avbench.bench._timing import (
+    interleaved,
+    interleaved_per_item,
+    median,
+    min_ratio,
+    paired_ratio,
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     format; wall and CPU time (all threads).
 
     Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
-    repetition is the faster of the two (which one wins depends on the machine and the
+    run (one video, one repetition) is the faster of the two (which one wins depends on the machine and the
     frame size: on two cores one thread decodes 224x224 h264 faster). The pipeline decodes
     as :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
@@ -189,21 +195,18 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     out: dict[str, Any] = {}
     for kind in kinds:
         paths = media[kind.name]
-
-        def run(fn: Any, paths: list[Path] = paths) -> None:
-            for p in paths:
-                fn(p)
-
         cpu: dict[str, list[float]] = {}
-        times = interleaved({
-            "floor_threads": lambda run=run: run(decode_only),
-            "floor_one_thread": lambda run=run: run(lambda p: decode_only(p, "NONE")),
-            "naive": lambda run=run: run(naive_decode),
-            "pipeline": lambda run=run: run(lambda p: pipeline_decode(p, pipeline, frames)),
-        }, reps, cpu=cpu)
-        per = {k: [t / len(paths) for t in v] for k, v in times.items()}
-        cpu_per = {k: [t / len(paths) for t in v] for k, v in cpu.items()}
-        # the floor of each repetition: the faster bare decode (and its CPU time)
+        # the contenders take turns on each video: one video takes 20-80 ms, so the four
+        # runs compared are a fraction of a second apart (a whole pass over the videos per
+        # contender let the load of this shared machine change in between)
+        per = interleaved_per_item({
+            "floor_threads": decode_only,
+            "floor_one_thread": lambda p: decode_only(p, "NONE"),
+            "naive": naive_decode,
+            "pipeline": lambda p: pipeline_decode(p, pipeline, frames),
+        }, paths, reps, cpu=cpu)
+        cpu_per = cpu
+        # the floor of each run: the faster bare decode of that video (and its CPU time)
         faster = [a <= b for a, b in zip(per["floor_threads"], per["floor_one_thread"],
                                          strict=True)]
         per["floor"] = [min(a, b) for a, b in zip(per["floor_threads"],
@@ -222,7 +225,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "direct_swscale": direct_available(),
             "floor_threads_s": median(per["floor_threads"]),
             "floor_one_thread_s": median(per["floor_one_thread"]),
-            "one_thread_faster_reps": int(sum(not f for f in faster)),
+            "runs": len(faster),
+            "one_thread_faster_runs": int(sum(not f for f in faster)),
             "floor_s": median(per["floor"]),
             "naive_s": median(per["naive"]),
             "pipeline_s": median(per["pipeline"]),

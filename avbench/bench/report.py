@@ -122,8 +122,8 @@ def render(doc: dict[str, Any], console: Any) -> None:
         f"{m.get('load_before')} -> {m.get('load_after')}"
     )
     t = Table(show_lines=False, caption=(
-        "ratio: median over repetitions of the per-repetition ratio (contenders interleaved); "
-        "min: ratio of each one's fastest run"))
+        "ratio: median over repetitions (decode: over videos x repetitions) of the ratio of "
+        "contenders run in turn; min: ratio of each one's fastest run"))
     for col in ("measurement", "value", "compared with", "ratio"):
         t.add_column(col, justify="left" if col == "measurement" else "right")
 
@@ -137,8 +137,8 @@ def render(doc: dict[str, Any], console: Any) -> None:
                           fmt_s(d["floor_threads_s"]) + "/video", "", "")
                 t.add_row("  bare PyAV decode, one thread", fmt_s(d["floor_one_thread_s"]) + "/video",
                           "", "")
-                t.add_row(f"  floor: the faster of the two (one thread in {d['one_thread_faster_reps']}"
-                          " repetitions)", fmt_s(d["floor_s"]) + "/video", "", "")
+                t.add_row(f"  floor: the faster of the two (one thread in {d['one_thread_faster_runs']}"
+                          f" of {d['runs']} runs)", fmt_s(d["floor_s"]) + "/video", "", "")
             else:
                 t.add_row(f"[bold]{src}[/]: decode only (PyAV, nothing converted) = floor",
                           fmt_s(d["floor_s"]) + "/video", "", "")
