@@ -18,7 +18,9 @@ pytest.importorskip("avbench_avprompt")
 SECTION_KEYS = {
     "decode": {"source", "clips", "clip_seconds", "floor_s", "naive_s", "pipeline_s",
                "pipeline_vs_floor", "pipeline_vs_naive", "floor_cpu_s", "pipeline_cpu_s",
-               "pipeline_vs_floor_cpu", "realtime_factor"},
+               "pipeline_vs_floor_cpu", "realtime_factor", "floor_threads_s",
+               "floor_one_thread_s", "runs", "one_thread_faster_runs",
+               "pipeline_decoder_threads", "direct_swscale"},
     "cache": {"videos", "prepare_s_per_video", "decode_s_per_video", "segment_read_s",
               "clip_read_s", "segment_bytes", "segment_speedup", "clip_speedup"},
     "loader": {"engine_workers", "batch", "main_process_segments_per_s",
@@ -57,6 +59,11 @@ def test_every_section_runs_and_the_json_holds_every_figure(full_run):
     for kind in doc["decode"].values():
         assert SECTION_KEYS["decode"] <= set(kind)
         assert kind["pipeline_s"] > 0 and kind["naive_s"] > 0 and kind["floor_s"] > 0
+        # the floor is the faster bare decode of each run, so never above either median
+        assert kind["floor_s"] <= min(kind["floor_threads_s"], kind["floor_one_thread_s"])
+        assert 0 <= kind["one_thread_faster_runs"] <= kind["runs"] == kind["clips"] * doc[
+            "settings"]["media_reps"]
+        assert kind["pipeline_decoder_threads"] in ("AUTO", "NONE")
     for section, keys in SECTION_KEYS.items():
         if section != "decode":
             assert keys <= set(doc[section]), (section, keys - set(doc[section]))
@@ -245,3 +252,17 @@ def test_one_swscale_thread_gives_the_same_pixels(tmp_path, monkeypatch):
             auto = dec.decode(path, pipeline)
             assert np.array_equal(one.frames, auto.frames)
             assert np.array_equal(one.audio, auto.audio)
+
+
+def test_per_item_interleaving_alternates_and_pairs_runs():
+    from avbench.bench._timing import interleaved_per_item
+
+    calls: list[tuple[str, int]] = []
+    fns = {name: (lambda item, name=name: calls.append((name, item))) for name in "ab"}
+    cpu: dict[str, list[float]] = {}
+    times = interleaved_per_item(fns, [1, 2, 3], reps=2, warmup=1, cpu=cpu)
+    assert calls[:2] == [("a", 1), ("b", 1)]  # the warm-up, untimed
+    timed = calls[2:]
+    assert [item for _, item in timed] == [1, 1, 2, 2, 3, 3] * 2
+    assert [name for name, _ in timed[:4]] == ["a", "b", "b", "a"]  # order alternates
+    assert all(len(v) == 6 for v in (*times.values(), *cpu.values()))

@@ -109,14 +109,14 @@ def test_decoder_threading_follows_the_cores_and_the_override(monkeypatch):
     monkeypatch.delenv("AVBENCH_DECODE_THREADS", raising=False)
     try:
         dec.set_decoding_cores(2)
-        assert dec.decoder_threading(224, 224) == "AUTO"
+        assert dec.decoder_threading() == "AUTO"
         dec.set_decoding_cores(1)
-        assert dec.decoder_threading(1920, 1080) == "NONE"
+        assert dec.decoder_threading() == "NONE"
         monkeypatch.setenv("AVBENCH_DECODE_THREADS", "0")
-        assert dec.decoder_threading(224, 224) == "AUTO"
+        assert dec.decoder_threading() == "AUTO"
         monkeypatch.setenv("AVBENCH_DECODE_THREADS", "1")
         dec.set_decoding_cores(16)
-        assert dec.decoder_threading(224, 224) == "NONE"
+        assert dec.decoder_threading() == "NONE"
     finally:
         dec.set_decoding_cores(None)
     assert dec.available_cores() >= 1

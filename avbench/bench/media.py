@@ -183,9 +183,9 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     format; wall and CPU time (all threads).
 
     Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
-    run (one video, one repetition) is the faster of the two (which one wins depends on the machine and the
-    frame size: on two cores one thread decodes 224x224 h264 faster). The pipeline decodes
-    as :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
+    run (one video, one repetition) is the faster of the two (which one wins depends on the
+    machine and the frame size: on two cores one thread decodes 224x224 h264 faster). The
+    pipeline decodes as :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
     from avbench.allocator import keep_freed_memory
     from avbench.media._swscale import available as direct_available
@@ -195,7 +195,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     out: dict[str, Any] = {}
     for kind in kinds:
         paths = media[kind.name]
-        cpu: dict[str, list[float]] = {}
+        cpu_per: dict[str, list[float]] = {}
         # the contenders take turns on each video: one video takes 20-80 ms, so the four
         # runs compared are a fraction of a second apart (a whole pass over the videos per
         # contender let the load of this shared machine change in between)
@@ -204,8 +204,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "floor_one_thread": lambda p: decode_only(p, "NONE"),
             "naive": naive_decode,
             "pipeline": lambda p: pipeline_decode(p, pipeline, frames),
-        }, paths, reps, cpu=cpu)
-        cpu_per = cpu
+        }, paths, reps, cpu=cpu_per)
         # the floor of each run: the faster bare decode of that video (and its CPU time)
         faster = [a <= b for a, b in zip(per["floor_threads"], per["floor_one_thread"],
                                          strict=True)]
@@ -213,7 +212,6 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
                                                   per["floor_one_thread"], strict=True)]
         cpu_per["floor"] = [a if f else b for a, b, f in zip(
             cpu_per["floor_threads"], cpu_per["floor_one_thread"], faster, strict=True)]
-        width, height = kind.width, kind.height
         out[kind.name] = {
             "source": kind.describe(),
             "judged": kind.judged,
@@ -221,7 +219,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "why_not_judged": kind.why,
             "clips": len(paths),
             "clip_seconds": seconds,
-            "pipeline_decoder_threads": decoder_threading(width, height),
+            "pipeline_decoder_threads": decoder_threading(),
             "direct_swscale": direct_available(),
             "floor_threads_s": median(per["floor_threads"]),
             "floor_one_thread_s": median(per["floor_one_thread"]),

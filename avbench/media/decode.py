@@ -25,8 +25,9 @@ Speed: video is decoded with FFmpeg's threading (one thread in a process that ha
 to itself, see :func:`decoder_threading`), and only source frames that an output frame shows
 are converted, with swscale contexts reused for the whole clip, into planar RGB at the
 output size; where :mod:`avbench.media._swscale` applies, swscale writes straight into the
-clip's frame buffer (same bytes, no temporary frame and no copy). A source that needs resizing is first cut to its centre square by libavfilter's
-``crop`` (which moves plane pointers and copies nothing); a YUV frame is then scaled in its
+clip's frame buffer (same bytes, no temporary frame and no copy). A source that needs
+resizing is first cut to its centre square by libavfilter's ``crop`` (which moves plane
+pointers and copies nothing); a YUV frame is then scaled in its
 own format (half-size chroma for 4:2:0) and only then converted to RGB by swscale's fast
 unscaled converter (one pass scaling straight to planar RGB takes twice as long; it is kept
 for other pixel formats and for output widths that are not a multiple of 16, see
@@ -547,7 +548,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def decoder_threading(width: int, height: int) -> str:
+def decoder_threading() -> str:
     """The video decoder's ``thread_type``: "AUTO" (FFmpeg's frame + slice threads) when
     this process may use two cores or more, "NONE" (one thread) when its share is one core
     (``avbench data prepare --workers`` as many as the cores). ``AVBENCH_DECODE_THREADS=1``
@@ -556,7 +557,7 @@ def decoder_threading(width: int, height: int) -> str:
     Why both: on two cores FFmpeg's threads cost 224x224 h264 about half again as much CPU
     time, but they decode while this thread converts, so one clip takes less wall time with
     them (39 against 42 ms per 10 s clip; docs/benchmarks.md); with a process per core, the
-    CPU time is what counts. ``width`` and ``height`` are there for rules by frame size."""
+    CPU time is what counts."""
     forced = os.environ.get("AVBENCH_DECODE_THREADS", "").strip()
     if forced in ("0", "1"):
         return "NONE" if forced == "1" else "AUTO"
@@ -630,7 +631,7 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
     width, height = vs.codec_context.width, vs.codec_context.height
     if not width or not height:
         raise BadMediaError(path, "the video stream declares no frame size", "unreadable")
-    vs.thread_type = decoder_threading(width, height)
+    vs.thread_type = decoder_threading()
 
     fps = pipeline.fps
     cap_frames = math.floor(pipeline.max_seconds * fps + 1e-9) if pipeline.max_seconds else None
