@@ -105,18 +105,23 @@ def test_decoding_gives_the_same_clip_with_and_without_the_direct_path(media, mo
             assert used == (expect and _swscale.available()), (name, size)
 
 
-def test_decoder_threading_follows_the_cores_and_the_override(monkeypatch):
+def test_decoder_threading_follows_the_cores_the_audio_helper_and_the_override(monkeypatch):
     monkeypatch.delenv("AVBENCH_DECODE_THREADS", raising=False)
     try:
-        dec.set_decoding_cores(2)
-        assert dec.decoder_threading() == "AUTO"
         dec.set_decoding_cores(1)
         assert dec.decoder_threading() == "NONE"
-        monkeypatch.setenv("AVBENCH_DECODE_THREADS", "0")
+        assert dec.decoder_threading(audio_helper=True) == "NONE"
+        dec.set_decoding_cores(2)
         assert dec.decoder_threading() == "AUTO"
+        assert dec.decoder_threading(audio_helper=True) == "NONE"
+        dec.set_decoding_cores(3)
+        assert dec.decoder_threading(audio_helper=True) == "AUTO"
         monkeypatch.setenv("AVBENCH_DECODE_THREADS", "1")
         dec.set_decoding_cores(16)
         assert dec.decoder_threading() == "NONE"
+        monkeypatch.setenv("AVBENCH_DECODE_THREADS", "0")
+        dec.set_decoding_cores(1)
+        assert dec.decoder_threading() == "AUTO"
     finally:
         dec.set_decoding_cores(None)
     assert dec.available_cores() >= 1

@@ -185,13 +185,17 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
     run (one video, one repetition) is the faster of the two (which one wins depends on the
     machine and the frame size: on two cores one thread decodes 224x224 h264 faster). The
-    pipeline decodes as :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
+    pipeline decodes as it would in ``avbench data prepare`` on this machine: the audio in
+    the helper process where it applies, the video as
+    :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
     from avbench.allocator import keep_freed_memory
+    from avbench.media._audioproc import wanted as audio_process_wanted
     from avbench.media._swscale import available as direct_available
     from avbench.media.decode import decoder_threading
 
     tuned = keep_freed_memory()
+    audio_process = audio_process_wanted()
     out: dict[str, Any] = {}
     for kind in kinds:
         paths = media[kind.name]
@@ -219,7 +223,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "why_not_judged": kind.why,
             "clips": len(paths),
             "clip_seconds": seconds,
-            "pipeline_decoder_threads": decoder_threading(),
+            "audio_process": audio_process,
+            "pipeline_decoder_threads": decoder_threading(audio_helper=audio_process),
             "direct_swscale": direct_available(),
             "floor_threads_s": median(per["floor_threads"]),
             "floor_one_thread_s": median(per["floor_one_thread"]),

@@ -148,6 +148,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
             if "pipeline_decoder_threads" in d:
                 how = ("; one decoder thread" if d["pipeline_decoder_threads"] == "NONE"
                        else "; FFmpeg's threads")
+                how += "; audio in a helper process" if d.get("audio_process") else ""
                 how += "; swscale into the clip" if d.get("direct_swscale") else ""
             t.add_row(f"  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments{how})",
                       fmt_s(d["pipeline_s"]) + "/video", "floor",

@@ -548,20 +548,53 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def decoder_threading() -> str:
-    """The video decoder's ``thread_type``: "AUTO" (FFmpeg's frame + slice threads) when
-    this process may use two cores or more, "NONE" (one thread) when its share is one core
-    (``avbench data prepare --workers`` as many as the cores). ``AVBENCH_DECODE_THREADS=1``
-    forces one thread, ``=0`` FFmpeg's threading.
+def decoder_threading(audio_helper: bool = False) -> str:
+    """The video decoder's ``thread_type``: "NONE" (one thread) or "AUTO" (FFmpeg's frame +
+    slice threads), for the cores this process may decode on (:func:`available_cores`).
 
-    Why both: on two cores FFmpeg's threads cost 224x224 h264 about half again as much CPU
-    time, but they decode while this thread converts, so one clip takes less wall time with
-    them (39 against 42 ms per 10 s clip; docs/benchmarks.md); with a process per core, the
-    CPU time is what counts."""
+    * one core (``avbench data prepare --workers`` as many as the cores): one thread, since
+      FFmpeg's threads cost 224x224 h264 about half again as much CPU time;
+    * two cores: one thread when the audio helper process (:mod:`avbench.media._audioproc`)
+      takes the other core, FFmpeg's threads otherwise (they decode while this thread
+      converts);
+    * more: FFmpeg's threads.
+
+    docs/benchmarks.md measures these on two cores. ``AVBENCH_DECODE_THREADS=1`` forces
+    one thread, ``=0`` FFmpeg's threading."""
     forced = os.environ.get("AVBENCH_DECODE_THREADS", "").strip()
     if forced in ("0", "1"):
         return "NONE" if forced == "1" else "AUTO"
-    return "NONE" if available_cores() <= 1 else "AUTO"
+    cores = available_cores()
+    if cores <= 1 or (cores == 2 and audio_helper):
+        return "NONE"
+    return "AUTO"
+
+
+def _finish_audio(x: np.ndarray, a_rate: int, a_start: Fraction, t0: Fraction,
+                  declared_a: Fraction | None, *, capped: bool, cap_time: Fraction | None,
+                  target_rate: int) -> np.ndarray:
+    """Collected mono audio ``x`` (source rate, first sample at ``a_start``) put on the
+    video's clock (``t0``: its first frame), encoder padding cut back to the declared
+    duration, cut to the cap, resampled to ``target_rate`` and clipped to [-1, 1]."""
+    if declared_a and not capped:
+        declared_n = round(declared_a * a_rate)
+        if declared_n < len(x) <= declared_n + a_rate // 5:
+            x = x[:declared_n]
+    offset = round((a_start - t0) * a_rate)
+    if offset > 0:
+        x = np.concatenate([np.zeros(offset, dtype=np.float32), x])
+    elif offset < 0:
+        x = x[-offset:]
+    if cap_time is not None:
+        x = x[: math.ceil(cap_time * a_rate) + a_rate // 10]
+    audio = _resample_audio(x, a_rate, target_rate)
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
+
+
+class _InOneProcess(Exception):
+    """Raised inside :func:`_decode_open` when the audio helper cannot give this file's
+    audio (or the file is bad): :func:`decode` decodes it again in one process."""
 
 
 def _seconds(value: Any, time_base: Any) -> Fraction | None:
@@ -582,8 +615,6 @@ def decode(
     With ``pipeline.face_crop`` the face is cropped by ``face_detector`` (a
     :class:`avbench.media.face.HaarFaceDetector` when None).
     """
-    import av
-
     pipeline = pipeline or Pipeline()
     path = Path(path)
     try:
@@ -596,16 +627,26 @@ def decode(
         ) from None
     if nbytes == 0:
         raise BadMediaError(path, "file is empty (0 bytes)", "empty")
+    with _open(path) as container:
+        try:
+            return _decode_open(container, path, pipeline, face_detector, helper=True)
+        except _InOneProcess:
+            pass
+    with _open(path) as container:  # again, audio and video in this process
+        return _decode_open(container, path, pipeline, face_detector, helper=False)
+
+
+def _open(path: Path) -> Any:
+    import av
+
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
         why = _iso_bmff_problem(path)
         if why and "cut short" in why:
             raise BadMediaError(path, why, "truncated") from None
         reason = why or f"not a readable media file ({_why(e)})"
         raise BadMediaError(path, reason, "unreadable") from None
-    with container:
-        return _decode_open(container, path, pipeline, face_detector)
 
 
 def _ticks_per_frame(avg_rate: Fraction | None, fps: int, tb_num: int, tb_den: int) -> int:
@@ -619,7 +660,31 @@ def _why(e: BaseException) -> str:
     return str(msg).strip().rstrip(".")
 
 
-def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: Any) -> Clip:
+def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: Any, *,
+                 helper: bool) -> Clip:
+    """Decode an open container; with ``helper``, the audio goes to the audio helper process
+    where it applies (see :mod:`avbench.media._audioproc`), and any problem with the file
+    raises :class:`_InOneProcess` so that :func:`decode` reports it from one process."""
+    job = None
+    if helper and pipeline.max_seconds is None and container.streams.video and \
+            container.streams.audio:
+        from avbench.media import _audioproc
+
+        ast = container.streams.audio[0]
+        job = _audioproc.job(str(path), _seconds(ast.duration, ast.time_base),
+                             pipeline.sample_rate)
+    if job is None:
+        return _decode_streams(container, path, pipeline, face_detector, None)
+    try:
+        return _decode_streams(container, path, pipeline, face_detector, job)
+    except BadMediaError:
+        raise _InOneProcess from None
+    finally:
+        job.cancel()  # a no-op once its answer has come
+
+
+def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detector: Any,
+                    job: Any) -> Clip:
     import av
 
     if not container.streams.video:
@@ -631,7 +696,7 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
     width, height = vs.codec_context.width, vs.codec_context.height
     if not width or not height:
         raise BadMediaError(path, "the video stream declares no frame size", "unreadable")
-    vs.thread_type = decoder_threading()
+    vs.thread_type = decoder_threading(audio_helper=job is not None)
 
     fps = pipeline.fps
     cap_frames = math.floor(pipeline.max_seconds * fps + 1e-9) if pipeline.max_seconds else None
@@ -696,8 +761,9 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
     a_need: int | None = None  # samples needed to reach the cap (once both starts are known)
     audio_done = False
 
+    streams = (vs,) if job is not None else (vs, ast)
     try:
-        for frame in container.decode(vs, ast):
+        for frame in container.decode(*streams):
             if isinstance(frame, av.AudioFrame):
                 if audio_done:
                     continue
@@ -725,6 +791,8 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
                 if ftb is not None and (ftb.numerator, ftb.denominator) != (tb_num, tb_den):
                     tb_num, tb_den = ftb.numerator, ftb.denominator  # frames count in these
                     fallback_step = _ticks_per_frame(avg_rate, fps, tb_num, tb_den)
+                if job is not None:
+                    job.start_time(Fraction(pts0 * tb_num, tb_den))
             else:
                 d = pts - pts0 if pts is not None else prev_d + fallback_step
                 if d <= prev_d:
@@ -763,7 +831,14 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
     else:
         video_span = Fraction(k, fps)
     prev = None
-    a_samples = collector.samples
+    helped = None
+    if job is not None:
+        helped = job.result()
+        if helped is None:
+            raise _InOneProcess
+        a_samples, a_rate = int(helped["a_samples"]), int(helped["a_rate"])
+    else:
+        a_samples = collector.samples
 
     _check_truncated(
         path,
@@ -782,20 +857,13 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
         raise BadMediaError(path, "the audio stream holds no decodable samples", "no-audio")
 
     # ---- audio: on the video's clock, encoder padding cut, resampled
-    x = collector.mono()
-    if declared_a and not capped:
-        declared_n = round(declared_a * a_rate)
-        if declared_n < len(x) <= declared_n + a_rate // 5:
-            x = x[:declared_n]
-    offset = round((a_start - t0) * a_rate)
-    if offset > 0:
-        x = np.concatenate([np.zeros(offset, dtype=np.float32), x])
-    elif offset < 0:
-        x = x[-offset:]
-    if cap_time is not None:
-        x = x[: math.ceil(cap_time * a_rate) + a_rate // 10]
-    audio = _resample_audio(x, a_rate, pipeline.sample_rate)
-    np.clip(audio, -1.0, 1.0, out=audio)
+    if helped is not None:
+        audio = helped["audio"]
+    else:
+        assert a_start is not None
+        audio = _finish_audio(collector.mono(), a_rate, a_start, t0, declared_a,
+                              capped=capped, cap_time=cap_time,
+                              target_rate=pipeline.sample_rate)
 
     # ---- lengths
     spf = pipeline.samples_per_frame
