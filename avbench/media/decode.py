@@ -66,8 +66,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from avbench.media.face import FaceDetector
 
 #: Bump whenever the arrays :func:`decode` returns change for the same file and Pipeline
-#: (the prepared cache is keyed by it, so a bump re-prepares everything).
-PIPELINE_VERSION = 2
+#: (the prepared cache is keyed by it, so a bump re-prepares everything). 2: crop first,
+#: scale in YUV; 3: audio resampled by libsoxr (version 2 was also used, briefly, with
+#: FFmpeg's resampler, so its entries may hold either).
+PIPELINE_VERSION = 3
 
 #: Audio shorter than the video by at most this many seconds is padded with zeros instead of
 #: cutting a video frame (rounding between the two streams' clocks).
