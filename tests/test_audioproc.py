@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("av")
 
-from avbench.errors import BadMediaError  # noqa: E402
-from avbench.media import _audioproc  # noqa: E402
-from avbench.media import decode as dec  # noqa: E402
+from avbench.errors import BadMediaError
+from avbench.media import _audioproc
+from avbench.media import decode as dec
 
 
 @pytest.fixture()
@@ -109,3 +109,15 @@ def test_a_helper_that_dies_is_not_used_again(media, two_cores, monkeypatch):
     assert _audioproc._STATE.get("broken")
     assert _audioproc.job(str(path), None, 16000) is None
     assert not helper.alive()
+
+
+def test_the_helpers_cpu_time_is_counted(media, two_cores):
+    from pathlib import Path
+
+    assert _audioproc.helper_cpu_seconds() == 0.0  # no helper yet
+    dec.decode(media["rate"][0])
+    used = _audioproc.helper_cpu_seconds()
+    if Path("/proc/self/task").exists():
+        assert used > 0
+        dec.decode(media["rate"][0])
+        assert _audioproc.helper_cpu_seconds() > used

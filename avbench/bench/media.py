@@ -180,7 +180,7 @@ def pipeline_decode(path: Path, pipeline: Any, frames: int) -> int:
 def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline: Any,
                  frames: int, reps: int, seconds: float) -> dict[str, Any]:
     """Seconds per video of bare decoding, PyAV's to_ndarray and the pipeline, per source
-    format; wall and CPU time (all threads).
+    format; wall and CPU time (all threads, the audio helper process's included).
 
     Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
     run (one video, one repetition) is the faster of the two (which one wins depends on the
@@ -190,6 +190,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
     from avbench.allocator import keep_freed_memory
+    from avbench.media._audioproc import helper_cpu_seconds
     from avbench.media._audioproc import wanted as audio_process_wanted
     from avbench.media._swscale import available as direct_available
     from avbench.media.decode import decoder_threading
@@ -208,7 +209,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "floor_one_thread": lambda p: decode_only(p, "NONE"),
             "naive": naive_decode,
             "pipeline": lambda p: pipeline_decode(p, pipeline, frames),
-        }, paths, reps, cpu=cpu_per)
+        }, paths, reps, cpu=cpu_per,
+            cpu_clock=lambda: time.process_time() + helper_cpu_seconds())
         # the floor of each run: the faster bare decode of that video (and its CPU time)
         faster = [a <= b for a, b in zip(per["floor_threads"], per["floor_one_thread"],
                                          strict=True)]

@@ -153,7 +153,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
             t.add_row(f"  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments{how})",
                       fmt_s(d["pipeline_s"]) + "/video", "floor",
                       fmt_xm(d["pipeline_vs_floor"], d.get("pipeline_vs_floor_min")))
-            t.add_row("    the same in CPU time (all threads)", fmt_s(d["pipeline_cpu_s"]) + "/video",
+            t.add_row("    the same in CPU time (all threads, the audio helper's too)", fmt_s(d["pipeline_cpu_s"]) + "/video",
                       "floor " + fmt_s(d["floor_cpu_s"]), fmt_x(d["pipeline_vs_floor_cpu"]))
             t.add_row("    against PyAV decode + to_ndarray", "", "", fmt_x(d["pipeline_vs_naive"]))
         first = next(iter(dec.values()))

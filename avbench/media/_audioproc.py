@@ -56,6 +56,23 @@ def _helper() -> _Helper | None:
     return helper
 
 
+def helper_cpu_seconds() -> float:
+    """CPU seconds the current helper process has used so far, all its threads (Linux, from
+    ``/proc/<pid>/task/*/schedstat``); 0.0 where there is no helper or no such file."""
+    helper = _STATE.get("helper")
+    if helper is None:
+        return 0.0
+    from pathlib import Path
+
+    total = 0
+    try:
+        for task in Path(f"/proc/{helper.proc.pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return total / 1e9
+
+
 def job(path: str, declared_a: Fraction | None, target_rate: int) -> AudioJob | None:
     """Start decoding the audio of ``path`` in the helper; None where the helper is off or
     busy (another thread of this process is using it)."""
