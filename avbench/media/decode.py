@@ -21,8 +21,10 @@ How the two streams are aligned and cut:
   :data:`AUDIO_PAD_TOLERANCE` seconds (a few ms of rounding) is padded with zeros, otherwise the
   video is cut to the last frame the audio fully covers.
 
-Speed: video is decoded with FFmpeg's threading (one thread in a process that has one core
-to itself, see :func:`decoder_threading`), and only source frames that an output frame shows
+Speed: a process with two cores or more to decode on hands the audio to a helper process
+(:mod:`avbench.media._audioproc`, same functions, same samples) while it decodes the video;
+video is decoded with FFmpeg's threading or in one thread (see :func:`decoder_threading`),
+and only source frames that an output frame shows
 are converted, with swscale contexts reused for the whole clip, into planar RGB at the
 output size; where :mod:`avbench.media._swscale` applies, swscale writes straight into the
 clip's frame buffer (same bytes, no temporary frame and no copy). A source that needs
