@@ -284,22 +284,15 @@ def _collect(path: str) -> tuple[Any, Fraction, int, int]:
     rate, the first frame's time, the rate and the sample count."""
     import av
 
-    from avbench.media.decode import _AudioCollector
+    from avbench.media.decode import _AudioCollector, _seconds
 
     with av.open(path) as container:
         ast = container.streams.audio[0]
-        declared = ast.duration and ast.time_base and ast.codec_context.sample_rate
-        capacity = (round(float(ast.duration * ast.time_base) * ast.codec_context.sample_rate)
-                    + 4096 if declared else 0)
-        collector = _AudioCollector(min(capacity, 1 << 24))
-        a_rate = ast.codec_context.sample_rate or ast.rate or 0
-        a_start: Fraction | None = None
+        collector = _AudioCollector.for_stream(ast, _seconds(ast.duration, ast.time_base))
         for frame in container.decode(ast):
-            if a_start is None:
-                a_rate = frame.sample_rate or a_rate
-                a_start = Fraction(frame.time) if frame.time is not None else Fraction(0)
             collector.add(frame)
-        return collector.mono(), a_start or Fraction(0), int(a_rate), collector.samples
+        return (collector.mono(), collector.start or Fraction(0), int(collector.rate),
+                collector.samples)
 
 
 def _main() -> None:

@@ -441,14 +441,29 @@ class _AudioCollector:
 
     BATCH = 64
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, rate: int = 0) -> None:
         self._buf = np.empty(max(capacity, 4096), dtype=np.float32)
         self._done = 0  # samples converted into _buf
         self.samples = 0  # samples added (converted or pending)
         self._key: tuple[str, int] | None = None
         self._views: list[list[np.ndarray]] = []  # pending frames, one list per plane
+        #: the first frame's time (None before any) and the sample rate (the first frame's,
+        #: else what the stream declared)
+        self.start: Fraction | None = None
+        self.rate = rate
+
+    @classmethod
+    def for_stream(cls, stream: Any, declared: Fraction | None) -> _AudioCollector:
+        """A collector with room for the stream's declared duration (at most 2**24 samples:
+        a header can lie; the buffer grows) and the stream's declared rate."""
+        rate = stream.codec_context.sample_rate
+        capacity = min(round(float(declared) * rate) + 4096, 1 << 24) if declared and rate else 0
+        return cls(capacity, rate or stream.rate or 0)
 
     def add(self, frame: Any) -> None:
+        if self.start is None:
+            self.rate = frame.sample_rate or self.rate
+            self.start = Fraction(frame.time) if frame.time is not None else Fraction(0)
         fmt, channels, n = frame.format.name, frame.layout.nb_channels, frame.samples
         if n <= 0:
             return
@@ -765,14 +780,7 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
                 slot[...] = prev_slot
             k += 1
 
-    # room for the declared duration (at most 2**24 samples: a header can lie; it grows)
-    collector = _AudioCollector(
-        min(round(float(declared_a) * ast.codec_context.sample_rate) + 4096, 1 << 24)
-        if declared_a and ast.codec_context.sample_rate
-        else 0
-    )
-    a_rate = ast.codec_context.sample_rate or ast.rate or 0
-    a_start: Fraction | None = None
+    collector = _AudioCollector.for_stream(ast, declared_a)
     a_need: int | None = None  # samples needed to reach the cap (once both starts are known)
     audio_done = False
 
@@ -784,14 +792,12 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
             if isinstance(frame, av.AudioFrame):
                 if audio_done:
                     continue
-                if a_start is None:
-                    a_rate = frame.sample_rate or a_rate
-                    a_start = Fraction(frame.time) if frame.time is not None else Fraction(0)
                 collector.add(frame)
                 if cap_time is not None and pts0 is not None:
                     if a_need is None:
                         t0 = Fraction(pts0 * tb_num, tb_den)
-                        a_need = math.ceil((t0 + cap_time - a_start) * a_rate)
+                        assert collector.start is not None
+                        a_need = math.ceil((t0 + cap_time - collector.start) * collector.rate)
                     audio_done = collector.samples >= a_need
                 if audio_done and video_done:
                     break
@@ -855,7 +861,7 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
             raise _InOneProcess
         a_samples, a_rate = int(helped["a_samples"]), int(helped["a_rate"])
     else:
-        a_samples = collector.samples
+        a_samples, a_rate = collector.samples, collector.rate
 
     _check_truncated(
         path,
@@ -877,8 +883,8 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
     if helped is not None:
         audio = helped["audio"]
     else:
-        assert a_start is not None
-        audio = _finish_audio(collector.mono(), a_rate, a_start, t0, declared_a,
+        assert collector.start is not None
+        audio = _finish_audio(collector.mono(), a_rate, collector.start, t0, declared_a,
                               capped=capped, cap_time=cap_time,
                               target_rate=pipeline.sample_rate)
 
