@@ -20,7 +20,7 @@ SECTION_KEYS = {
                "pipeline_vs_floor", "pipeline_vs_naive", "floor_cpu_s", "pipeline_cpu_s",
                "pipeline_vs_floor_cpu", "realtime_factor", "floor_threads_s",
                "floor_one_thread_s", "runs", "one_thread_faster_runs",
-               "pipeline_decoder_threads", "direct_swscale"},
+               "pipeline_decoder_threads", "direct_swscale", "convert_thread"},
     "cache": {"videos", "prepare_s_per_video", "decode_s_per_video", "segment_read_s",
               "clip_read_s", "segment_bytes", "segment_speedup", "clip_speedup"},
     "loader": {"engine_workers", "batch", "main_process_segments_per_s",

@@ -187,10 +187,12 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     machine and the frame size: on two cores one thread decodes 224x224 h264 faster). The
     pipeline decodes as it would in ``avbench data prepare`` on this machine: the audio in
     the helper process where it applies, the video as
-    :func:`avbench.media.decode.decoder_threading` chooses. Freed memory is kept for
+    :func:`avbench.media.decode.decoder_threading` chooses, its frames converted on a second
+    thread where :mod:`avbench.media._convthread` applies. Freed memory is kept for
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
     from avbench.allocator import keep_freed_memory
     from avbench.media._audioproc import helper_cpu_seconds
+    from avbench.media._convthread import wanted as convert_thread_wanted
     from avbench.media._audioproc import wanted as audio_process_wanted
     from avbench.media._swscale import available as direct_available
     from avbench.media.decode import decoder_threading
@@ -228,6 +230,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
             "audio_process": audio_process,
             "pipeline_decoder_threads": decoder_threading(audio_helper=audio_process),
             "direct_swscale": direct_available(),
+            "convert_thread": convert_thread_wanted(),
             "floor_threads_s": median(per["floor_threads"]),
             "floor_one_thread_s": median(per["floor_one_thread"]),
             "runs": len(faster),

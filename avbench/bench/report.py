@@ -150,6 +150,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
                        else "; FFmpeg's threads")
                 how += "; audio in a helper process" if d.get("audio_process") else ""
                 how += "; swscale into the clip" if d.get("direct_swscale") else ""
+                how += "; frames converted on a second thread" if d.get("convert_thread") else ""
             t.add_row(f"  media pipeline (decode, 25 fps, 16 kHz mono, resize, segments{how})",
                       fmt_s(d["pipeline_s"]) + "/video", "floor",
                       fmt_xm(d["pipeline_vs_floor"], d.get("pipeline_vs_floor_min")))

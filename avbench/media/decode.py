@@ -217,12 +217,15 @@ class _FrameBuffer:
         self.shape = shape
         self.data = np.empty((max(capacity, 1), *shape), dtype=np.uint8)
         self.n = 0
+        self.frame_bytes = math.prod(shape)
+        self.base = self.data.ctypes.data  # the address of frame 0
 
     def next_slot(self) -> np.ndarray:
         if self.n == len(self.data):
             grown = np.empty((2 * len(self.data), *self.shape), dtype=np.uint8)
             grown[: self.n] = self.data[: self.n]
             self.data = grown
+            self.base = grown.ctypes.data
         self.n += 1
         return self.data[self.n - 1]
 
@@ -355,6 +358,8 @@ class _Geometry:
         self._whole = (self.x0, self.y0, self.out_w, self.out_h) == (0, 0, self.sw, self.sh)
         self._direct_key: tuple[int, int, str, int, int] | None = None
         self._direct: Any = None
+        # convert() hands the frame, as it is, to the direct path (where that applies)
+        self._unscaled = not self.face and not self._packed and not self.resize and self._whole
 
     def _direct_for(self, frame: Any) -> Any:
         """The :class:`avbench.media._swscale.DirectRGB` for frames like ``frame`` (None
@@ -366,6 +371,17 @@ class _Geometry:
 
             self._direct_key, self._direct = key, DirectRGB.converter(frame)
         return self._direct
+
+    def convert_at(self, frame: Any, dst: np.ndarray, address: int) -> None:
+        """:meth:`convert`, with ``dst``'s address given: a frame like the last one on the
+        direct unscaled path goes straight to it, with as little Python as can be (the
+        conversion thread holds the GIL for this part, and the decoding thread waits)."""
+        if self._unscaled and self._direct is not None and (
+                frame.width, frame.height, frame.format.name, frame.colorspace,
+                frame.color_range) == self._direct_key:
+            self._direct.convert_at(frame, address)
+        else:
+            self.convert(frame, dst)
 
     def convert(self, frame: Any, dst: np.ndarray) -> None:
         """Write ``frame`` into ``dst``: (3, H, W) planar RGB, or (H, W, 3) for face work.
@@ -695,6 +711,9 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
     """Decode an open container; with ``helper``, the audio goes to the audio helper process
     where it applies (see :mod:`avbench.media._audioproc`), and any problem with the file
     raises :class:`_InOneProcess` so that :func:`decode` reports it from one process."""
+    from avbench.media import _convthread
+
+    conv = _convthread.ClipConversion() if _convthread.wanted() else None
     job = None
     if helper and pipeline.max_seconds is None and container.streams.video and \
             container.streams.audio:
@@ -703,18 +722,22 @@ def _decode_open(container: Any, path: Path, pipeline: Pipeline, face_detector: 
         ast = container.streams.audio[0]
         job = _audioproc.job(str(path), _seconds(ast.duration, ast.time_base),
                              pipeline.sample_rate)
-    if job is None:
-        return _decode_streams(container, path, pipeline, face_detector, None)
     try:
-        return _decode_streams(container, path, pipeline, face_detector, job)
-    except BadMediaError:
-        raise _InOneProcess from None
+        if job is None:
+            return _decode_streams(container, path, pipeline, face_detector, None, conv)
+        try:
+            return _decode_streams(container, path, pipeline, face_detector, job, conv)
+        except BadMediaError:
+            raise _InOneProcess from None
+        finally:
+            job.cancel()  # a no-op once its answer has come
     finally:
-        job.cancel()  # a no-op once its answer has come
+        if conv is not None:
+            conv.cancel()  # a no-op once every conversion is done
 
 
 def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detector: Any,
-                    job: Any) -> Clip:
+                    job: Any, conv: Any) -> Clip:
     import av
 
     if not container.streams.video:
@@ -768,16 +791,29 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
     k = 0
     video_done = False
 
+    if conv is not None:
+        conv.convert = geometry.convert_at
+
     def emit_until(ticks: int) -> None:
         nonlocal k, prev_slot
         stop = due(ticks)
         while k < stop:
-            slot = out.next_slot()
-            if prev_slot is None:
-                geometry.convert(prev, slot)
-                prev_slot = slot
+            if conv is None:
+                slot = out.next_slot()
+                if prev_slot is None:
+                    geometry.convert_at(prev, slot, out.base + (out.n - 1) * out.frame_bytes)
+                    prev_slot = slot
+                else:
+                    slot[...] = prev_slot
             else:
-                slot[...] = prev_slot
+                if out.n == len(out.data):
+                    conv.wait()  # the buffer is about to move: nothing may still write to it
+                slot = out.next_slot()
+                if prev_slot is None:
+                    conv.frame(prev, slot, out.base + (out.n - 1) * out.frame_bytes)
+                    prev_slot = slot
+                else:
+                    conv.copy(prev_slot, slot)
             k += 1
 
     collector = _AudioCollector.for_stream(ast, declared_a)
@@ -854,6 +890,8 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
     else:
         video_span = Fraction(k, fps)
     prev = None
+    if conv is not None:
+        conv.wait()  # every frame is in the buffer
     helped = None
     if job is not None:
         helped = job.result()
