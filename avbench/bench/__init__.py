@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ class Profile:
     model_reps: int
     cli_runs: int
     loader_segments: int
+    #: repetitions of the evaluation comparison (a forward costs a third of a training
+    #: step, and its ratio has a narrower margin: more repetitions settle its median)
+    eval_reps: int = 0
 
 
 def profile(opts: BenchOptions) -> Profile:
@@ -95,7 +98,10 @@ def profile(opts: BenchOptions) -> Profile:
         p = Profile(clips=6, seconds=10.0, media_reps=11, model_reps=5, cli_runs=7,
                     loader_segments=128)
     if opts.reps is not None:
-        p = Profile(p.clips, p.seconds, opts.reps, opts.reps, p.cli_runs, p.loader_segments)
+        p = Profile(p.clips, p.seconds, opts.reps, opts.reps, p.cli_runs, p.loader_segments,
+                    opts.reps)
+    elif not p.eval_reps:
+        p = replace(p, eval_reps=2 * p.model_reps + 1)
     return p
 
 
@@ -181,7 +187,8 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
             "quick": opts.quick, "backbone": opts.backbone, "device": device, "batch": batch,
             "sections": list(opts.sections), "clips_per_format": prof.clips,
             "clip_seconds": prof.seconds, "media_reps": prof.media_reps,
-            "model_reps": prof.model_reps, "weights": "random (timing only)",
+            "model_reps": prof.model_reps, "eval_reps": prof.eval_reps,
+            "weights": "random (timing only)",
         },
         **{s: None for s in ("decode", "cache", "loader", "model", "loader_vs_model",
                              "memory", "projection", "cli")},
@@ -232,7 +239,7 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
             say(f"model: avprompt ({opts.backbone}) against its frozen towers, batch {batch} "
                 f"on {device}")
             steps = mm.Steps(det, device, batch)
-            doc["model"] = mm.bench_model(steps, prof.model_reps)
+            doc["model"] = mm.bench_model(steps, prof.model_reps, eval_reps=prof.eval_reps)
             train = doc["model"]["train"]
             if cuda:
                 name = doc["machine"]["gpu"] or ""

@@ -192,8 +192,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
     from avbench.allocator import keep_freed_memory
     from avbench.media._audioproc import helper_cpu_seconds
-    from avbench.media._convthread import wanted as convert_thread_wanted
     from avbench.media._audioproc import wanted as audio_process_wanted
+    from avbench.media._convthread import wanted as convert_thread_wanted
     from avbench.media._swscale import available as direct_available
     from avbench.media.decode import decoder_threading
 

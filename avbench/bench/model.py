@@ -353,8 +353,10 @@ def _counting_faults(fn: Any, out: list[int]) -> Any:
     return run
 
 
-def bench_model(steps: Steps, reps: int, *, stock: bool = True) -> dict[str, Any]:
-    """Seconds per clip (training) and per segment (evaluation), ratios and FLOPs."""
+def bench_model(steps: Steps, reps: int, *, stock: bool = True,
+                eval_reps: int | None = None) -> dict[str, Any]:
+    """Seconds per clip (training, ``reps`` repetitions) and per segment (evaluation,
+    ``eval_reps``, default ``reps``), ratios and FLOPs."""
     b = steps.batch
     faults: list[int] = []
     fns = {"avprompt": _counting_faults(steps.train_avprompt, faults), "floor": steps.train_floor}
@@ -365,7 +367,7 @@ def bench_model(steps: Steps, reps: int, *, stock: bool = True) -> dict[str, Any
     fns = {"avprompt": steps.eval_avprompt, "bare": steps.eval_bare}
     if stock:
         fns["bare_stock"] = steps.eval_bare_stock
-    evals = interleaved(fns, reps, sync=steps.sync)
+    evals = interleaved(fns, eval_reps or reps, sync=steps.sync)
     flops = steps.flops()
     t_step = median(train["avprompt"])
     out: dict[str, Any] = {
@@ -403,6 +405,7 @@ def bench_model(steps: Steps, reps: int, *, stock: bool = True) -> dict[str, Any
             "bare_runs_s": evals["bare"],
         },
         "reps": reps,
+        "eval_reps": eval_reps or reps,
     }
     if stock:
         out["train"]["floor_stock_s_per_clip"] = median(train["floor_stock"]) / b
