@@ -150,3 +150,15 @@ def test_ordering_and_cancel():
     conv.cancel()  # nothing is sent after this: the batch was not full
     conv.wait()
     assert not out.any()
+
+
+def test_the_thread_lets_go_of_a_clips_buffer(media, two_cores, monkeypatch):
+    import gc
+    import weakref
+
+    clip = dec.decode(media["native"][0])
+    frames = clip.frames
+    buffer = weakref.ref(frames.base if frames.base is not None else frames)
+    del clip, frames
+    gc.collect()
+    assert buffer() is None

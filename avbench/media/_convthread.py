@@ -61,20 +61,27 @@ class _Worker:
             clip, batch = self.tasks.get()
             if isinstance(batch, threading.Event):
                 batch.set()
-                continue
-            try:
-                if clip.error is None and not clip.cancelled:
-                    convert = clip.convert
-                    for frame, src, dst, address in batch:
-                        if frame is not None:
-                            convert(frame, dst, address)
-                        else:
-                            dst[...] = src
-            except BaseException as e:  # handed to the decoding thread by wait()
-                clip.error = e
-            finally:
-                del batch
-                self.room.release()
+            else:
+                try:
+                    _work(clip, batch)
+                finally:
+                    self.room.release()
+            # hold nothing between clips: a slot would keep a whole clip's buffer alive
+            del clip, batch
+
+
+def _work(clip: ClipConversion, batch: list[tuple[Any, Any, Any, int]]) -> None:
+    if clip.error is not None or clip.cancelled:
+        return
+    convert = clip.convert
+    try:
+        for frame, src, dst, address in batch:
+            if frame is not None:
+                convert(frame, dst, address)
+            else:
+                dst[...] = src
+    except BaseException as e:  # handed to the decoding thread by wait()
+        clip.error = e
 
 
 def converter() -> _Worker:

@@ -26,8 +26,10 @@ Speed: a process with two cores or more to decode on hands the audio to a helper
 video is decoded with FFmpeg's threading or in one thread (see :func:`decoder_threading`),
 and only source frames that an output frame shows
 are converted, with swscale contexts reused for the whole clip, into planar RGB at the
-output size; where :mod:`avbench.media._swscale` applies, swscale writes straight into the
-clip's frame buffer (same bytes, no temporary frame and no copy). A source that needs
+output size, on a second thread while the next frames decode
+(:mod:`avbench.media._convthread`, same bytes in the same order); where
+:mod:`avbench.media._swscale` applies, swscale writes straight into the clip's frame
+buffer (same bytes, no temporary frame and no copy). A source that needs
 resizing is first cut to its centre square by libavfilter's ``crop`` (which moves plane
 pointers and copies nothing); a YUV frame is then scaled in its
 own format (half-size chroma for 4:2:0) and only then converted to RGB by swscale's fast
