@@ -216,3 +216,20 @@ def test_a_crashing_worker_is_isolated_and_reported() -> None:
     }
     assert out["ka"] == ("fake", "done a") and out["kb"] == ("fake", "done b")
     assert out["kboom"][0] == "crashed"
+
+
+def test_preparation_workers_follow_the_machine(monkeypatch):
+    from avbench.media import cache as cache_mod
+    from avbench.media import decode as dec
+
+    assert cache_mod.prepare_workers(3, 1) == 3  # asked for: as asked
+    assert cache_mod.prepare_workers(0, 10_000) == 0
+    dec.set_decoding_cores(16)
+    try:
+        assert cache_mod.prepare_workers(-1, 10_000) == 8  # two cores each
+        assert cache_mod.prepare_workers(-1, 100) == 3  # no process for fewer than 32 files
+        assert cache_mod.prepare_workers(-1, 40) == 0  # one process gains nothing
+        dec.set_decoding_cores(2)
+        assert cache_mod.prepare_workers(-1, 10_000) == 0  # two cores: decode here
+    finally:
+        dec.set_decoding_cores(None)

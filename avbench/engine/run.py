@@ -44,7 +44,7 @@ class RunOptions:
     out: Path = Path("results")
     resume: bool = False
     on_bad_media: str = "skip"
-    workers: int = 0
+    workers: int = -1  # preparation processes; -1: avbench.media.cache.prepare_workers
     quiet: bool = False
     cache_dir: Path | None = None
     n_boot: int = 1000
