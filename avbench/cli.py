@@ -93,7 +93,7 @@ def run(
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     resume: Annotated[bool, typer.Option(help="Continue the newest incomplete run with the same detector, config and seed.")] = False,
     on_bad_media: Annotated[str, typer.Option(help="skip (default; reported in run.json) or fail.")] = "skip",
-    workers: Annotated[int, typer.Option(help="Processes for media preparation: -1 (default) one per two cores for 64 files or more, 0 none (this process). Data loading takes the detector's num_workers.")] = -1,
+    workers: Annotated[int, typer.Option(help="Processes for media preparation: -1 (default) one per core on more than two cores, for 64 files or more; 0 none (this process). Data loading takes the detector's num_workers.")] = -1,
     cache: Annotated[Path | None, typer.Option(help="Prepared-media cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, for logs.")] = False,
 ) -> None:
@@ -333,7 +333,7 @@ def data_prepare(
     data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of the dataset to prepare.")],
     size: Annotated[int, typer.Option(help="Frame size of the prepared frames.")] = 224,
     max_seconds: Annotated[float | None, typer.Option(help="Prepare only the first N seconds of each video.")] = None,
-    workers: Annotated[int, typer.Option(help="Processes for decoding: -1 (default) one per two cores for 64 files or more, 0 none (this process).")] = -1,
+    workers: Annotated[int, typer.Option(help="Processes for decoding: -1 (default) one per core on more than two cores, for 64 files or more; 0 none (this process).")] = -1,
     cache: Annotated[Path | None, typer.Option(help="Cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
     timing: Annotated[bool, typer.Option(help="Afterwards, time segment reads from the cache against decoding the sources.")] = False,
 ) -> None:

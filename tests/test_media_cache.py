@@ -226,7 +226,7 @@ def test_preparation_workers_follow_the_machine(monkeypatch):
     assert cache_mod.prepare_workers(0, 10_000) == 0
     dec.set_decoding_cores(16)
     try:
-        assert cache_mod.prepare_workers(-1, 10_000) == 8  # two cores each
+        assert cache_mod.prepare_workers(-1, 10_000) == 16  # one per core
         assert cache_mod.prepare_workers(-1, 100) == 3  # no process for fewer than 32 files
         assert cache_mod.prepare_workers(-1, 40) == 0  # one process gains nothing
         dec.set_decoding_cores(2)

@@ -601,24 +601,24 @@ def prepare(
     return result
 
 
-#: cores per preparation process when their number is picked automatically: one decodes the
-#: video, the other converts frames and decodes the audio (avbench.media.decode)
-CORES_PER_WORKER = 2
 #: files per process below which starting processes costs more than it saves (a spawned
 #: process takes about a second to import PyAV and numpy; a 10 s clip decodes in 40 ms)
 FILES_PER_WORKER = 32
 
 
 def prepare_workers(requested: int, n_files: int) -> int:
-    """Decoding processes for ``n_files``: ``requested`` when it is 0 or more; otherwise
-    one per :data:`CORES_PER_WORKER` cores this process may use, at most one per
-    :data:`FILES_PER_WORKER` files, and none (decode here) where that comes to one or
-    fewer: a single decoding process gains nothing over this one."""
+    """Decoding processes for ``n_files``: ``requested`` when it is 0 or more; otherwise,
+    on more than two cores, one per core this process may use (each then decodes on its
+    own, which gives the most clips per core: docs/benchmarks.md), at most one per
+    :data:`FILES_PER_WORKER` files; and none (decode here) on two cores or fewer, or where
+    that comes to one process: here a file's audio and frame conversion run beside its
+    video on the second core (avbench.media.decode)."""
     if requested >= 0:
         return requested
     from avbench.media.decode import available_cores
 
-    n = min(available_cores() // CORES_PER_WORKER, n_files // FILES_PER_WORKER)
+    cores = available_cores()
+    n = min(cores, n_files // FILES_PER_WORKER) if cores > 2 else 0
     return n if n > 1 else 0
 
 
