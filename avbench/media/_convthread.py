@@ -9,7 +9,7 @@ per 10 s in the decoder and 8 ms converting, and the conversion need not wait it
 Each process keeps one daemon thread (:func:`converter`), started on first use and again
 after a fork. A clip gets a :class:`ClipConversion`: the decoding loop hands it frames to
 convert into slots of the clip's buffer and slot-to-slot copies (a source frame shown
-twice), in order, eight to a batch so the threads trade the GIL once per batch rather than
+twice), in order, eight to a batch so that the thread is woken once per batch rather than
 per frame; :meth:`ClipConversion.wait` waits for the last of them and raises the first
 error a conversion raised. The buffer must not move while work on it is pending: the
 caller calls :meth:`ClipConversion.wait` before it grows the buffer. At most
@@ -134,13 +134,8 @@ class ClipConversion:
         """Return when every conversion handed in so far is done; raise the first error."""
         if self.batch:
             self._send()
-        if self.pending:
-            done = threading.Event()
-            self.worker.tasks.put((self, done))
-            while not done.wait(1.0):
-                if not self.worker.thread.is_alive():  # pragma: no cover - it never ends
-                    raise RuntimeError("avbench's frame conversion thread ended")
-            self.pending = False
+        if not self._drained():  # pragma: no cover - the thread never ends
+            raise RuntimeError("avbench's frame conversion thread ended")
         if self.error is not None:
             self._raise()
 
@@ -149,11 +144,19 @@ class ClipConversion:
         let go of the clip's buffer."""
         self.cancelled = True
         self.batch = []
+        self._drained()
+
+    def _drained(self) -> bool:
+        """Wait until the thread has done (or dropped) every batch handed in; False if
+        the thread is gone."""
         if self.pending:
             done = threading.Event()
             self.worker.tasks.put((self, done))
-            done.wait(60.0)
+            while not done.wait(1.0):
+                if not self.worker.thread.is_alive():  # pragma: no cover
+                    return False
             self.pending = False
+        return True
 
     def _raise(self) -> None:
         error, self.error = self.error, None

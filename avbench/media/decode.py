@@ -430,6 +430,11 @@ class _Geometry:
             dst[channel] = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[ys, xs]
 
 
+def _copy_slot(src: np.ndarray, dst: np.ndarray) -> None:
+    """A source frame shown again: its converted pixels into the next slot."""
+    dst[...] = src
+
+
 # --------------------------------------------------------------------------------------------
 # audio
 
@@ -793,29 +798,24 @@ def _decode_streams(container: Any, path: Path, pipeline: Pipeline, face_detecto
     k = 0
     video_done = False
 
-    if conv is not None:
+    if conv is not None:  # frames go to the conversion thread, in order
         conv.convert = geometry.convert_at
+        convert, copy = conv.frame, conv.copy
+    else:
+        convert, copy = geometry.convert_at, _copy_slot
 
     def emit_until(ticks: int) -> None:
         nonlocal k, prev_slot
         stop = due(ticks)
         while k < stop:
-            if conv is None:
-                slot = out.next_slot()
-                if prev_slot is None:
-                    geometry.convert_at(prev, slot, out.base + (out.n - 1) * out.frame_bytes)
-                    prev_slot = slot
-                else:
-                    slot[...] = prev_slot
+            if conv is not None and out.n == len(out.data):
+                conv.wait()  # the buffer is about to move: nothing may still write to it
+            slot = out.next_slot()
+            if prev_slot is None:
+                convert(prev, slot, out.base + (out.n - 1) * out.frame_bytes)
+                prev_slot = slot
             else:
-                if out.n == len(out.data):
-                    conv.wait()  # the buffer is about to move: nothing may still write to it
-                slot = out.next_slot()
-                if prev_slot is None:
-                    conv.frame(prev, slot, out.base + (out.n - 1) * out.frame_bytes)
-                    prev_slot = slot
-                else:
-                    conv.copy(prev_slot, slot)
+                copy(prev_slot, slot)
             k += 1
 
     collector = _AudioCollector.for_stream(ast, declared_a)
