@@ -185,7 +185,8 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
     Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
     run (one video, one repetition) is the faster of the two (which one wins depends on the
     machine and the frame size: on two cores one thread decodes 224x224 h264 faster). The
-    pipeline decodes as it would in ``avbench data prepare`` on this machine: the audio in
+    pipeline decodes as one process with the machine's cores to itself does (``avbench data
+    prepare`` on two cores or fewer, or for a few files): the audio in
     the helper process where it applies, the video as
     :func:`avbench.media.decode.decoder_threading` chooses, its frames converted on a second
     thread where :mod:`avbench.media._convthread` applies. Freed memory is kept for
