@@ -162,3 +162,15 @@ def test_the_thread_lets_go_of_a_clips_buffer(media, two_cores, monkeypatch):
     del clip, frames
     gc.collect()
     assert buffer() is None
+
+
+def test_several_threads_decoding_at_once_share_it(media, two_cores):
+    """Clips decoded from several threads at once (one conversion thread serves them all,
+    in the order each handed its frames in) equal the clips decoded one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [p for ps in media.values() for p in ps] * 3
+    alone = [dec.decode(p).frames for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: dec.decode(p).frames, paths))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
