@@ -32,20 +32,8 @@ def media(tmp_path_factory):
     return make_media(tmp_path_factory.mktemp("media"), media_kinds(64), clips=1, seconds=1.5)
 
 
-def _jobs(monkeypatch):
-    made = []
-    real = _audioproc.AudioJob.__init__
-
-    def counting(self, *args, **kwargs):
-        made.append(args[1])
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(_audioproc.AudioJob, "__init__", counting)
-    return made
-
-
-def test_the_helper_gives_the_same_clips(media, two_cores, monkeypatch):
-    made = _jobs(monkeypatch)
+def test_the_helper_gives_the_same_clips(media, two_cores, monkeypatch, count_calls):
+    made = count_calls(_audioproc.AudioJob, "__init__")
     for paths in media.values():
         for size in (64, None):
             pipeline = dec.Pipeline(size=size)
@@ -61,8 +49,9 @@ def test_the_helper_gives_the_same_clips(media, two_cores, monkeypatch):
     assert not _audioproc._STATE.get("broken")
 
 
-def test_no_helper_with_one_core_a_cap_or_when_turned_off(media, two_cores, monkeypatch):
-    made = _jobs(monkeypatch)
+def test_no_helper_with_one_core_a_cap_or_when_turned_off(media, two_cores, monkeypatch,
+                                                         count_calls):
+    made = count_calls(_audioproc.AudioJob, "__init__")
     path = media["native"][0]
     dec.decode(path, dec.Pipeline(max_seconds=1.0))  # the cap needs the video's clock
     monkeypatch.setenv("AVBENCH_AUDIO_PROCESS", "0")

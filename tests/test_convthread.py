@@ -26,20 +26,6 @@ def media(tmp_path_factory):
     return make_media(tmp_path_factory.mktemp("media"), media_kinds(64), clips=1, seconds=1.5)
 
 
-class _Counted:
-    """Counts the frames handed to the thread."""
-
-    def __init__(self, monkeypatch):
-        self.frames = 0
-        real = _convthread.ClipConversion.frame
-
-        def frame(conv, *args):
-            self.frames += 1
-            real(conv, *args)
-
-        monkeypatch.setattr(_convthread.ClipConversion, "frame", frame)
-
-
 class _Centre:
     key = "test-centre"
 
@@ -56,15 +42,15 @@ def _both(monkeypatch, path, pipeline, **kwargs):
     return plain, threaded
 
 
-def test_the_thread_gives_the_same_clips(media, two_cores, monkeypatch):
-    counted = _Counted(monkeypatch)
+def test_the_thread_gives_the_same_clips(media, two_cores, monkeypatch, count_calls):
+    handed = count_calls(_convthread.ClipConversion, "frame")  # frames given to the thread
     pipelines = [dec.Pipeline(size=64), dec.Pipeline(size=None), dec.Pipeline(size=48),
                  dec.Pipeline(fps=20, size=40)]
     for paths in media.values():
         for pipeline in pipelines:
-            before = counted.frames
+            before = len(handed)
             plain, threaded = _both(monkeypatch, paths[0], pipeline)
-            assert counted.frames > before  # the thread converted this one's frames
+            assert len(handed) > before  # the thread converted this one's frames
             assert np.array_equal(plain.frames, threaded.frames)
             assert np.array_equal(plain.audio, threaded.audio)
             assert plain.facts() == threaded.facts()
@@ -73,18 +59,18 @@ def test_the_thread_gives_the_same_clips(media, two_cores, monkeypatch):
         assert np.array_equal(plain.frames, threaded.frames)
 
 
-def test_not_used_with_one_core_or_when_turned_off(media, two_cores, monkeypatch):
-    counted = _Counted(monkeypatch)
+def test_not_used_with_one_core_or_when_turned_off(media, two_cores, monkeypatch, count_calls):
+    handed = count_calls(_convthread.ClipConversion, "frame")
     path = media["native"][0]
     monkeypatch.setenv("AVBENCH_CONVERT_THREAD", "0")
     dec.decode(path)
     monkeypatch.delenv("AVBENCH_CONVERT_THREAD")
     dec.set_decoding_cores(1)
     dec.decode(path)
-    assert counted.frames == 0
+    assert len(handed) == 0
     dec.set_decoding_cores(2)
     dec.decode(path)
-    assert counted.frames > 0
+    assert len(handed) > 0
 
 
 def test_the_buffer_grows_only_after_pending_work(media, two_cores, monkeypatch):

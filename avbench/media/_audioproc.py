@@ -95,7 +95,6 @@ class _Helper:
 
     def __init__(self) -> None:
         import subprocess
-        import sys
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "avbench.media._audioproc"],
@@ -321,8 +320,6 @@ def _collect(path: str) -> tuple[Any, Fraction, int, int]:
 
 
 def _main() -> None:
-    import sys
-
     # the protocol owns the original standard output; anything a library prints goes to
     # standard error instead
     out = os.fdopen(os.dup(1), "wb")
