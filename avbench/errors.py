@@ -45,3 +45,13 @@ class BadMediaError(AvbenchError):
 
 class TrainingError(AvbenchError):
     """Training cannot go on (non-finite loss, out of memory); the message says why."""
+
+
+class CheckpointError(AvbenchError):
+    """A checkpoint (``checkpoints/last.pt``, the best-validation snapshot in it) or saved
+    state that cannot be read or does not fit the detector; names the file and the cause."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"checkpoint {self.path}: {reason}")
