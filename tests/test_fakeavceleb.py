@@ -227,11 +227,70 @@ def test_file_names_leaving_the_root_are_rejected(tree, file):
         FakeAVCelebAdapter().index(tree)
 
 
-def test_unknown_type_method_pair(tree):
-    _with_row(tree, "id00001,-,-,faceswap,C,RealVideo-RealAudio,African,men,00001.mp4,"
-                    "FakeAVCeleb/RealVideo-RealAudio/African/men/id00001")
-    with pytest.raises(DataError, match=r"meta_data\.csv line 23: unknown \(type, method\)"):
-        FakeAVCelebAdapter().index(tree)
+EUROPEAN = "RealVideo-RealAudio/Caucasian (European)/men/id00055/00120.mp4"
+
+
+def _edit_row(tree: Path, rel: str, old: str, new: str) -> int:
+    """Replace ``old`` by ``new`` in the row listing ``rel``; return that row's line number."""
+    lines = EXCERPT_ROWS.split("\r\n")
+    folder, file = rel.rsplit("/", 1)
+    (n,) = [i for i, ln in enumerate(lines) if ln.endswith(f",{file},FakeAVCeleb/{folder}")]
+    assert old in lines[n]
+    lines[n] = lines[n].replace(old, new)
+    (tree / "meta_data.csv").write_bytes("\r\n".join(lines).encode())
+    return n + 1
+
+
+@pytest.mark.parametrize(("column", "old", "new", "field"), [
+    ("race", ",Caucasian (European),", ",Caucasian (Europian),", "group"),
+    ("gender", ",men,", ",man,", "gender"),
+])
+def test_race_or_gender_outside_the_vocabulary_is_a_problem(tree, column, old, new, field):
+    """A typo used to drop the video from every split without a word."""
+    line = _edit_row(tree, EUROPEAN, old, new)
+    idx = FakeAVCelebAdapter().index(tree)
+    (p,) = [p for p in idx.problems if p.where != DUP]
+    assert p.where == f"meta_data.csv:{line}" == "meta_data.csv:20"
+    typo = new.strip(",")
+    assert p.reason.startswith(f"{column} {typo!r} is not one of ") and EUROPEAN in p.reason
+    assert getattr(idx.by_id()[EUROPEAN], field) == typo  # indexed, and said so
+
+
+@pytest.mark.parametrize(("old", "new", "why"), [
+    (",RealVideo-RealAudio,", ",RealVideo-RealAudoi,", "type 'RealVideo-RealAudoi' is not one"),
+    (",real,", ",reel,", "method 'reel' is not one"),
+    (",real,", ",faceswap,", "type RealVideo-RealAudio with method faceswap is not a"),
+])
+def test_unknown_type_or_method_is_a_problem_and_the_row_not_indexed(tree, old, new, why):
+    line = _edit_row(tree, EUROPEAN, old, new)
+    idx = FakeAVCelebAdapter().index(tree)
+    assert EUROPEAN not in idx.by_id() and len(idx.records) == 19
+    (p,) = [p for p in idx.problems if p.where != DUP]  # not also "not listed"
+    assert p.where == f"meta_data.csv:{line}"
+    assert p.reason.startswith(why) and "not indexed" in p.reason
+
+
+def test_a_dataset_link_loop_is_one_problem(tree):
+    loop = tree / "RealVideo-RealAudio/African/loop"
+    loop.symlink_to("..")
+    idx = FakeAVCelebAdapter().index(tree)
+    (p,) = [p for p in idx.problems if p.where != DUP]
+    assert p.where == "RealVideo-RealAudio/African/loop" and "loop" in p.reason
+    assert len(idx.records) == 20
+
+
+def test_a_link_out_of_the_root_is_one_problem_and_not_followed(tree, tmp_path):
+    outside = tmp_path / "outside" / "id99999"
+    outside.mkdir(parents=True)
+    shutil.copy(tree / EUROPEAN, outside / "00001.mp4")
+    (tree / "RealVideo-RealAudio/African/men/id99999").symlink_to(outside)
+    (tree / "RealVideo-RealAudio/root").symlink_to("/")
+    idx = FakeAVCelebAdapter().index(tree)
+    got = sorted((p.where, "outside the dataset root" in p.reason)
+                 for p in idx.problems if p.where != DUP)
+    assert got == [("RealVideo-RealAudio/African/men/id99999", True),
+                   ("RealVideo-RealAudio/root", True)]
+    assert not any("id99999" in r.id for r in idx.records)
 
 
 def test_malformed_row(tree):

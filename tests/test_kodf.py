@@ -149,14 +149,46 @@ def test_videos_outside_the_layout_are_ignored(tree):
 
 
 def test_nothing_found(tmp_path):
-    with pytest.raises(DataError, match="no KoDF videos"):
+    with pytest.raises(DataError, match="has no original_videos/ folder"):
         KoDFAdapter().index(tmp_path)
     (tmp_path / "original_videos").mkdir()
     (tmp_path / "original_videos" / "a.txt").write_text("x")
-    with pytest.raises(DataError, match="no KoDF videos"):
+    with pytest.raises(DataError, match="has no synthesized_videos/ folder"):
+        KoDFAdapter().index(tmp_path)
+    (tmp_path / "synthesized_videos").mkdir()
+    with pytest.raises(DataError, match=r"no original_videos/\*\*\.mp4 video found"):
         KoDFAdapter().index(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         KoDFAdapter().index(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("folder", ["original_videos", "synthesized_videos"])
+def test_a_missing_class_folder_is_an_error(tree, folder):
+    """Without one of the two folders a run would be 'complete' with one class."""
+    shutil.rmtree(tree / folder)
+    with pytest.raises(DataError) as e:
+        KoDFAdapter().index(tree)
+    msg = str(e.value)
+    assert str(tree) in msg and f"no {folder}/ folder" in msg and "\n" not in msg
+
+
+def test_a_class_folder_without_videos_is_an_error(tree):
+    for p in (tree / "synthesized_videos").rglob("*.mp4"):
+        p.unlink()
+    with pytest.raises(DataError, match=r"no synthesized_videos/<method>/\*\*\.mp4 video"):
+        KoDFAdapter().index(tree)
+
+
+def test_unknown_gender_in_the_metadata_is_a_problem_with_file_and_line(tree):
+    _write_csvs(tree)
+    csv = tree / ORIGINAL_CSV
+    lines = csv.read_bytes().decode("utf-8-sig").splitlines()
+    n = next(i for i, ln in enumerate(lines, 1) if ln.startswith("aaa111_000"))
+    lines[n - 1] = lines[n - 1].replace(",남,", ",낭,")
+    csv.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    idx = KoDFAdapter().index(tree)
+    (p,) = [p for p in idx.problems if "gender" in p.reason]
+    assert p.where == f"{ORIGINAL_CSV}:{n}" == f"{ORIGINAL_CSV}:2" and "'낭'" in p.reason
 
 
 def test_fingerprint_is_stable_across_locations(tree, tmp_path):

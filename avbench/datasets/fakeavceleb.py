@@ -9,6 +9,9 @@ dropped and the rest joined to the dataset root.
 Labels come from the ``type`` column only, never from file names. Videos are keyed by their
 path relative to the root; a file listed twice (22 in the real CSV) keeps its first row and the
 repeat is reported as an :class:`IndexProblem`, as are listed files that are missing.
+Values outside the vocabularies are problems too, named ``meta_data.csv:LINE``: a row with an
+unknown type or method is not indexed (its label cannot be known), one with an unknown race or
+gender is indexed but no group or gender filter selects it. Nothing is dropped unreported.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from avbench.datasets.base import DatasetAdapter, DatasetIndex, IndexProblem
 from avbench.errors import DataError
+from avbench.paths import walk_files
 from avbench.records import VideoRecord
 
 METADATA = "meta_data.csv"
@@ -30,6 +33,9 @@ GROUPS = ("African", "Asian (East)", "Asian (South)", "Caucasian (American)",
 TYPES = ("RealVideo-RealAudio", "RealVideo-FakeAudio", "FakeVideo-RealAudio",
          "FakeVideo-FakeAudio")
 METHODS = ("real", "rtvc", "wav2lip", "faceswap", "fsgan", "faceswap-wav2lip", "fsgan-wav2lip")
+GENDERS = ("men", "women")
+#: metadata column -> the record field (and protocol filter) it fills
+_FIELD = {"race": "group", "gender": "gender"}
 
 #: (type, method) -> category; the eight pairs FakeAVCeleb has
 CATEGORIES: dict[tuple[str, str], str] = {
@@ -109,23 +115,17 @@ def _check_file_name(file: str, where: str) -> str:
     return f
 
 
-def scan_files(root: Path, suffix: str = ".mp4") -> dict[str, int]:
-    """Relative path (forward slashes) -> size of every file with ``suffix`` under root."""
-    out: dict[str, int] = {}
-    root_s = str(root)
-    for dirpath, dirnames, filenames in os.walk(root_s, followlinks=True):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root_s)
-        for fn in filenames:
-            if not fn.lower().endswith(suffix):
-                continue
-            rel = fn if rel_dir == "." else f"{rel_dir}/{fn}"
-            rel = rel.replace(os.sep, "/")
-            try:
-                out[rel] = os.stat(os.path.join(dirpath, fn)).st_size
-            except OSError:
-                continue
-    return out
+def scan_files(root: Path, suffix: str = ".mp4",
+               problems: list[IndexProblem] | None = None) -> dict[str, int]:
+    """Relative path (forward slashes) -> size of every file with ``suffix`` under root.
+
+    Links out of the root, link loops and broken links are not followed; each is added to
+    ``problems`` (when given) once.
+    """
+    files, refused = walk_files(root, keep=lambda fn: fn.lower().endswith(suffix))
+    if problems is not None:
+        problems.extend(IndexProblem(where, reason) for where, reason in refused)
+    return files
 
 
 class FakeAVCelebAdapter(DatasetAdapter):
@@ -139,7 +139,7 @@ class FakeAVCelebAdapter(DatasetAdapter):
         "type": TYPES,
         "method": METHODS,
         "category": tuple(dict.fromkeys(CATEGORIES.values())),
-        "gender": ("men", "women"),
+        "gender": GENDERS,
     }
 
     def index(self, root: Path) -> DatasetIndex:
@@ -156,7 +156,7 @@ class FakeAVCelebAdapter(DatasetAdapter):
         text = _decode(data, METADATA)
         problems: list[IndexProblem] = []
         rows = self._parse(text, problems)
-        on_disk = scan_files(root)
+        on_disk = scan_files(root, problems=problems)
 
         records: list[VideoRecord] = []
         first_line: dict[str, int] = {}
@@ -167,14 +167,17 @@ class FakeAVCelebAdapter(DatasetAdapter):
             listed += 1
             if rel in first_line:
                 prev = kept.get(rel)
-                kept_as = f"{prev.type}/{prev.method}" if prev else "missing"
+                kept_as = f"{prev.type}/{prev.method}" if prev else "not indexed"
+                again = f"{rec.type}/{rec.method}" if rec else "a row not indexed"
                 problems.append(IndexProblem(
                     rel,
-                    f"listed again in {METADATA} line {line} (as {rec.type}/{rec.method}); "
+                    f"listed again in {METADATA} line {line} (as {again}); "
                     f"kept line {first_line[rel]} ({kept_as})",
                 ))
                 continue
             first_line[rel] = line
+            if rec is None:  # a value outside the vocabulary; reported by _parse
+                continue
             if rel not in on_disk:
                 missing += 1
                 problems.append(IndexProblem(rel, f"listed in {METADATA} line {line} but missing"))
@@ -194,7 +197,10 @@ class FakeAVCelebAdapter(DatasetAdapter):
         return self._finish(root, records, problems, hashlib.sha256(data), on_disk)
 
     def _parse(self, text: str, problems: list[IndexProblem]
-               ) -> list[tuple[int, str, VideoRecord]]:
+               ) -> list[tuple[int, str, VideoRecord | None]]:
+        """(line, relative path, record) per row; the record is None for a row whose type or
+        method is unknown (its label cannot be known): such values, and races or genders
+        outside the vocabulary, are problems named ``meta_data.csv:LINE``."""
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = next(reader)
@@ -202,7 +208,7 @@ class FakeAVCelebAdapter(DatasetAdapter):
             raise DataError(f"{METADATA} is empty") from None
         cols, fcol, dcol = _columns(header, METADATA)
         width = max(len(header), dcol + 1)
-        out = []
+        out: list[tuple[int, str, VideoRecord | None]] = []
         for row in reader:
             line = reader.line_num
             where = f"{METADATA} line {line}"
@@ -214,18 +220,34 @@ class FakeAVCelebAdapter(DatasetAdapter):
                 raise DataError(f"{where}: expected {width} values, found {len(row)}")
             get = {c: row[i].strip() for c, i in cols.items()}
             type_, method = get["type"], get["method"]
-            category = CATEGORIES.get((type_, method))
-            if category is None:
-                raise DataError(f"{where}: unknown (type, method) pair ({type_!r}, {method!r})")
             if not get["source"]:
                 raise DataError(f"{where}: empty source id")
             file = _check_file_name(row[fcol], where)
             rel = (_relative_dir(row[dcol], where) / file).as_posix()
+            at = f"{METADATA}:{line}"
+            category = CATEGORIES.get((type_, method))
+            if category is None:
+                if type_ not in TYPES:
+                    why = f"type {type_!r} is not one of {', '.join(TYPES)}"
+                elif method not in METHODS:
+                    why = f"method {method!r} is not one of {', '.join(METHODS)}"
+                else:
+                    why = f"type {type_} with method {method} is not a FakeAVCeleb category"
+                problems.append(IndexProblem(
+                    at, f"{why}; {rel} not indexed (its label is unknown)"))
+                out.append((line, rel, None))
+                continue
+            for column, value, known in (("race", get["race"], GROUPS),
+                                         ("gender", get["gender"], GENDERS)):
+                if value not in known:
+                    problems.append(IndexProblem(
+                        at, f"{column} {value!r} is not one of {', '.join(known)}; {rel} is "
+                            f"indexed, but no {_FIELD[column]} filter selects it"))
             label, label_v, label_a = LABELS[type_]
             targets = tuple(t for t in (get["target1"], get["target2"]) if t and t != "-")
             if get["category"] and get["category"] != LETTERS[type_]:
                 problems.append(IndexProblem(
-                    where, f"category letter {get['category']!r} does not match type {type_}"
+                    at, f"category letter {get['category']!r} does not match type {type_}"
                            f" ({LETTERS[type_]}); labels follow the type"))
             out.append((line, rel, VideoRecord(
                 id=rel,

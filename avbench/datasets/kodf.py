@@ -5,7 +5,9 @@ Layout of the English release::
     original_videos/**.mp4                 real (label 0/0/0)
     synthesized_videos/<method>/**.mp4     fake; method = audio-driven, dffs, dfl, fo, fsgan
 
-The folders below those vary and are scanned recursively. KoDF's fakes keep the real audio, so
+The folders below those vary and are scanned recursively (links out of the root and link
+loops are problems, not followed). A root without either folder, or without a video in it, is
+an error: a run on it would see one class only. KoDF's fakes keep the real audio, so
 a fake is label 1, label_v 1, label_a 0. The frames are full scenes (``face_crop=True``): the
 media layer finds and crops the face.
 
@@ -41,6 +43,7 @@ _CSV_NAME = re.compile(r"^(원본영상|변조영상)_(training|validation)_메�
 _ENCODINGS = ("utf-8-sig", "cp949", "euc-kr")
 _MEN = {"남", "남성", "남자", "m", "male", "man", "men"}
 _WOMEN = {"여", "여성", "여자", "f", "female", "woman", "women"}
+GENDERS = ("men", "women", "")
 
 
 def _nfc(s: str) -> str:
@@ -85,7 +88,8 @@ def find_metadata_csvs(root: Path, max_depth: int = 2) -> list[Path]:
     return found
 
 
-def _read_csv(path: Path) -> tuple[bytes, list[dict[str, str]], str]:
+def _read_csv(path: Path) -> tuple[bytes, list[str], list[tuple[int, dict[str, str]]], str]:
+    """(raw bytes, header, [(line, row by column)], encoding); blank rows are left out."""
     data = path.read_bytes()
     for enc in _ENCODINGS:
         try:
@@ -93,16 +97,17 @@ def _read_csv(path: Path) -> tuple[bytes, list[dict[str, str]], str]:
         except UnicodeDecodeError:
             continue
         reader = csv.reader(io.StringIO(text, newline=""))
-        rows = list(reader)
-        if not rows:
-            return data, [], enc
-        header = [_nfc(h).strip().lstrip("\ufeff") for h in rows[0]]
+        header: list[str] = []
         out = []
-        for row in rows[1:]:
+        for row in reader:
+            if reader.line_num == 1 and not header:
+                header = [_nfc(h).strip().lstrip("\ufeff") for h in row]
+                continue
             if not any(c.strip() for c in row):
                 continue
-            out.append({h: _nfc(v).strip() for h, v in zip(header, row, strict=False)})
-        return data, out, enc
+            out.append((reader.line_num,
+                        {h: _nfc(v).strip() for h, v in zip(header, row, strict=False)}))
+        return data, header, out, enc
     raise DataError(f"{path.name}: cannot decode (tried {', '.join(_ENCODINGS)})")
 
 
@@ -117,15 +122,20 @@ class KoDFAdapter(DatasetAdapter):
         "type": ("original", "synthesized"),
         "method": ("real", *METHODS),
         "category": ("real", *METHODS),
-        "gender": ("men", "women", ""),
+        "gender": GENDERS,
     }
 
     def index(self, root: Path) -> DatasetIndex:
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"KoDF root {root} does not exist or is not a folder")
-        files = scan_files(root)
+        for folder in (REAL_DIR, FAKE_DIR):
+            if not (root / folder).is_dir():
+                raise DataError(
+                    f"KoDF root {root} has no {folder}/ folder (a KoDF root holds {REAL_DIR}/ "
+                    f"and {FAKE_DIR}/<method>/); without it a run would see one class only")
         problems: list[IndexProblem] = []
+        files = scan_files(root, problems=problems)
         found: list[tuple[str, str, str]] = []  # (rel, type, method)
         unknown_methods: dict[str, int] = {}
         outside = 0
@@ -140,11 +150,12 @@ class KoDFAdapter(DatasetAdapter):
                 found.append((rel, "synthesized", method))
             else:
                 outside += 1
-        if not found:
-            raise DataError(
-                f"no KoDF videos under {root}: expected {REAL_DIR}/**.mp4 and "
-                f"{FAKE_DIR}/<method>/**.mp4"
-            )
+        for folder, type_, pattern in ((REAL_DIR, "original", "**.mp4"),
+                                       (FAKE_DIR, "synthesized", "<method>/**.mp4")):
+            if not any(t == type_ for _, t, _ in found):
+                raise DataError(
+                    f"KoDF root {root}: no {folder}/{pattern} video found; without them a run "
+                    "would see one class only")
         for method, n in sorted(unknown_methods.items()):
             problems.append(IndexProblem(
                 f"{FAKE_DIR}/{method}",
@@ -196,17 +207,22 @@ class KoDFAdapter(DatasetAdapter):
         paths = find_metadata_csvs(root)
         for path in sorted(paths, key=lambda p: _nfc(p.relative_to(root).as_posix())):
             rel_csv = _nfc(path.relative_to(root).as_posix())
-            data, rows, _enc = _read_csv(path)
+            data, header, rows, _enc = _read_csv(path)
             h.update(rel_csv.encode() + b"\0" + hashlib.sha256(data).digest())
             kind = "original" if _nfc(path.name).startswith("원본영상") else "synthesized"
-            if rows and "영상ID" not in rows[0]:
+            if rows and "영상ID" not in header:
                 problems.append(IndexProblem(rel_csv, "no 영상ID column; file not used"))
                 continue
-            for row in rows:
+            for line, row in rows:
                 vid = row.get("영상ID", "")
                 if not vid:
                     continue
                 gender = normalise_gender(row.get("인물성별", ""))
+                if gender not in GENDERS:
+                    problems.append(IndexProblem(
+                        f"{rel_csv}:{line}", f"gender {row.get('인물성별', '')!r} is not a known "
+                        f"spelling of men or women; video {vid} gets gender {gender!r}, which "
+                        "no gender filter selects"))
                 if kind == "original":
                     identity = row.get("UUID", "")
                     targets: tuple[str, ...] = ()

@@ -1,0 +1,139 @@
+"""Names that become paths, and paths that must stay inside a folder.
+
+Protocol, fold, detector and dataset names become folder names (``<out>/<protocol>/<fold>/
+<detector>/<run-id>/``, ``<cache>/datasets/<dataset>-...``), so they are checked identifiers:
+:data:`NAME_PATTERN` (a letter or digit, then letters, digits, ``.``, ``_``, ``+``, ``-``),
+at most :data:`MAX_NAME_LENGTH` characters, no ``..``, no trailing ``.``, not a Windows device
+name. That admits every shipped name (``cross-manip``, ``FVRA-WL``, ``avprompt-no-cmfm``) and
+refuses ``/``, ``\\``, ``..``, absolute paths, control characters, spaces and the empty string.
+
+:func:`ensure_inside` checks, after resolving links, that a path lies inside a root, and
+:func:`walk_files` lists a dataset folder without ever following a link out of it or round a
+loop: such links are reported, once each, and not followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from avbench.errors import AvbenchError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME_LENGTH = 100
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                    *(f"lpt{i}" for i in range(10))}
+
+
+def name_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a name (a folder name), or None when it can."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not value:
+        return "is empty"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"is longer than {MAX_NAME_LENGTH} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character"
+    if "/" in value or "\\" in value or Path(value).is_absolute():
+        return "holds a path separator"
+    if ".." in value:
+        return "holds '..'"
+    if value.endswith("."):
+        return "ends with '.'"
+    if value.split(".")[0].lower() in _WINDOWS_DEVICES:
+        return "is a reserved device name on Windows"
+    if not NAME_PATTERN.fullmatch(value):
+        return ("must start with a letter or digit and hold only letters, digits and "
+                "'.', '_', '+', '-'")
+    return None
+
+
+def check_name(kind: str, value: object, *, where: str = "",
+               error: type[AvbenchError] = AvbenchError) -> str:
+    """``value`` when it is a valid ``kind`` name (e.g. "protocol", "fold", "detector");
+    else raise ``error`` with one line naming ``where`` (a file), the kind and the reason."""
+    why = name_problem(value)
+    if why is None:
+        return value  # type: ignore[return-value]
+    prefix = f"{where}: " if where else ""
+    raise error(f"{prefix}{kind} name {value!r} {why} (names become folder names)")
+
+
+def ensure_inside(root: str | Path, path: str | Path, *, what: str = "path",
+                  error: type[AvbenchError] = AvbenchError) -> Path:
+    """``path`` (relative paths are taken from ``root``) when, links resolved, it lies inside
+    ``root`` (or is ``root``); else raise ``error``. Returns the path as given, joined to root."""
+    root = Path(root)
+    full = root / path
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(full))
+    if real != real_root and real_root not in real.parents:
+        raise error(f"{what} {full} would lie outside {root} (it resolves to {real})")
+    return full
+
+
+Problem = tuple[str, str]  # (where, relative to the root; reason)
+
+
+def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
+               ) -> tuple[dict[str, int], list[Problem]]:
+    """Every regular file under ``root`` (relative path with ``/`` -> size), and the links
+    not followed, as (relative path, reason).
+
+    Links to folders are followed only when their target lies inside ``root``, is not a
+    folder being walked already (a loop) and no other link to it was followed (so the walk
+    is walked at most once per distinct target); a link to a file only when its target lies inside
+    ``root``. Each refused or broken link is one problem. Folders and files are visited in
+    sorted order, so the result does not depend on the file system's listing order.
+    """
+    root = Path(root)
+    real_root = os.path.realpath(root)
+    files: dict[str, int] = {}
+    problems: list[Problem] = []
+    followed: dict[str, str] = {}  # real folder -> the first link followed to it
+
+    def inside(real: str) -> bool:
+        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+    def walk(path: str, rel: str, stack: tuple[str, ...]) -> None:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            problems.append((rel or ".", f"cannot list the folder ({e.strerror}); skipped"))
+            return
+        for entry in entries:
+            rel_e = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_link = entry.is_symlink()
+                st = os.stat(entry.path)  # follows links
+            except OSError:
+                if entry.is_symlink():
+                    problems.append((rel_e, "broken link; skipped"))
+                continue
+            if is_link:
+                real = os.path.realpath(entry.path)
+                if not inside(real):
+                    problems.append((rel_e, f"link to {real}, outside the dataset root; "
+                                            "not followed"))
+                    continue
+                if stat.S_ISDIR(st.st_mode) and real in stack:
+                    problems.append((rel_e, "link loop (to a folder that holds it); "
+                                            "not followed"))
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if real in followed:
+                        problems.append((rel_e, f"link to a folder already followed through "
+                                                f"{followed[real]}; not followed"))
+                        continue
+                    followed[real] = rel_e
+            if stat.S_ISDIR(st.st_mode):
+                walk(entry.path, rel_e, (*stack, os.path.realpath(entry.path)))
+            elif stat.S_ISREG(st.st_mode) and (keep is None or keep(entry.name)):
+                files[rel_e] = st.st_size
+
+    walk(str(root), "", (real_root,))
+    return files, problems
