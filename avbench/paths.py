@@ -84,22 +84,23 @@ def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
     """Every regular file under ``root`` (relative path with ``/`` -> size), and the links
     not followed, as (relative path, reason).
 
-    Links to folders are followed only when their target lies inside ``root``, is not a
-    folder being walked already (a loop) and no other link to it was followed (so the walk
-    is walked at most once per distinct target); a link to a file only when its target lies inside
-    ``root``. Each refused or broken link is one problem. Folders and files are visited in
-    sorted order, so the result does not depend on the file system's listing order.
+    Links to folders are never followed: one that leads out of the root would leave it, one
+    to a folder that holds it would loop, and one to any other folder inside the root would
+    index that folder's videos a second time under another name (they are indexed under
+    their own path). A link to a file is followed when the file lies inside the root. Each
+    link not followed, and each broken one, is one problem, named by its own path; so the
+    walk visits every folder once. Entries are visited in sorted order, so the result does
+    not depend on the file system's listing order.
     """
     root = Path(root)
     real_root = os.path.realpath(root)
     files: dict[str, int] = {}
     problems: list[Problem] = []
-    followed: dict[str, str] = {}  # real folder -> the first link followed to it
 
     def inside(real: str) -> bool:
         return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
-    def walk(path: str, rel: str, stack: tuple[str, ...]) -> None:
+    def walk(path: str, rel: str) -> None:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as e:
@@ -107,11 +108,11 @@ def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
             return
         for entry in entries:
             rel_e = f"{rel}/{entry.name}" if rel else entry.name
+            is_link = entry.is_symlink()
             try:
-                is_link = entry.is_symlink()
                 st = os.stat(entry.path)  # follows links
             except OSError:
-                if entry.is_symlink():
+                if is_link:
                     problems.append((rel_e, "broken link; skipped"))
                 continue
             if is_link:
@@ -120,20 +121,19 @@ def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
                     problems.append((rel_e, f"link to {real}, outside the dataset root; "
                                             "not followed"))
                     continue
-                if stat.S_ISDIR(st.st_mode) and real in stack:
-                    problems.append((rel_e, "link loop (to a folder that holds it); "
-                                            "not followed"))
-                    continue
                 if stat.S_ISDIR(st.st_mode):
-                    if real in followed:
-                        problems.append((rel_e, f"link to a folder already followed through "
-                                                f"{followed[real]}; not followed"))
-                        continue
-                    followed[real] = rel_e
+                    target = Path(os.path.relpath(real, real_root)).as_posix()
+                    if f"{rel}/".startswith("" if target == "." else f"{target}/"):
+                        problems.append((rel_e, "link loop (to a folder that holds it); "
+                                                "not followed"))
+                    else:
+                        problems.append((rel_e, f"link to the folder {target} of the dataset; "
+                                                "not followed (its files are indexed there)"))
+                    continue
             if stat.S_ISDIR(st.st_mode):
-                walk(entry.path, rel_e, (*stack, os.path.realpath(entry.path)))
+                walk(entry.path, rel_e)
             elif stat.S_ISREG(st.st_mode) and (keep is None or keep(entry.name)):
                 files[rel_e] = st.st_size
 
-    walk(str(root), "", (real_root,))
+    walk(str(root), "")
     return files, problems

@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from avbench.errors import LeakageError, ProtocolError
+from avbench.paths import check_name
 from avbench.records import FILTER_FIELDS, VideoRecord
 
 SPLITS = ("train", "val", "test")
@@ -190,6 +191,8 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     for key in ("name", "version", "datasets", "splits"):
         if key not in data:
             raise ProtocolError(f"{path.name}: missing required key {key!r}")
+    # the name and the fold names become folders of the results store
+    check_name("protocol", data["name"], where=path.name, error=ProtocolError)
     datasets = data["datasets"]
     if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
         raise ProtocolError(f"{path.name}: 'datasets' must be a non-empty list of names")
@@ -209,14 +212,20 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     folds = data.get("folds", {})
     if not isinstance(folds, Mapping):
         raise ProtocolError(f"{path.name}: [folds] must be a table of fold tables")
+    seen_folds: dict[str, str] = {}
     for fname, fold in folds.items():
+        check_name("fold", fname, where=path.name, error=ProtocolError)
+        if fname.lower() in seen_folds:  # one folder on a case-insensitive file system
+            raise ProtocolError(f"{path.name}: folds {seen_folds[fname.lower()]!r} and {fname!r} "
+                                "differ only in case")
+        seen_folds[fname.lower()] = fname
         if not isinstance(fold, Mapping) or set(fold) - set(SPLITS):
             raise ProtocolError(f"{path.name}: fold {fname!r} may only refine train, val, test")
     table = data.get("table")
     if table is not None and table not in (1, 2, 3, 4, 5):
         raise ProtocolError(f"{path.name}: table must be 1..5")
     p = Protocol(
-        name=str(data["name"]),
+        name=data["name"],
         version=str(data["version"]),
         description=str(data.get("description", "")),
         path=path,
@@ -329,7 +338,8 @@ def check_vocabulary(protocol: Protocol, fold: str | None, adapters: Mapping[str
 def build_splits(
     protocol: Protocol, fold: str | None, indexes: Mapping[str, Any]
 ) -> dict[str, Split]:
-    """Train/val/test records of a fold, checked for leakage."""
+    """Train/val/test records of a fold, checked for leakage; each split must hold real and
+    fake videos (one class alone cannot be trained on, and gives no AUC)."""
     out: dict[str, Split] = {}
     for name, spec in protocol.split_specs(fold).items():
         if spec.dataset not in indexes:
@@ -340,6 +350,14 @@ def build_splits(
             raise ProtocolError(
                 f"protocol {protocol.name}{where}: split {name} selects no video of "
                 f"{spec.dataset}; check the dataset and the protocol's filters"
+            )
+        n_fake = sum(r.label for r in kept)
+        if n_fake in (0, len(kept)):
+            where = f" (fold {fold})" if fold else ""
+            only = "fake" if n_fake else "real"
+            raise ProtocolError(
+                f"protocol {protocol.name}{where}: split {name} holds only {only} videos "
+                f"({len(kept)} of {spec.dataset}); a split needs both real and fake videos"
             )
         out[name] = Split(name, spec.dataset, kept, spec, candidates=n)
     check_disjoint(out, identities=bool(protocol.checks.get("disjoint_identities")))

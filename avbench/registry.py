@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from avbench.errors import ConfigError, PluginError
+from avbench.paths import check_name
 
 Factory = str | Callable[..., Any]
 
@@ -124,8 +125,9 @@ class _Register:
         self.conflicts: list[str] = []
 
     def _add(self, name: str, item: Any) -> None:
-        if not name or not isinstance(name, str):
-            raise PluginError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        # a name becomes a folder (results store, cache): raising here fails the plugin
+        # that registers it (PluginSystem._call), never the CLI
+        check_name(self.kind, name, error=PluginError)
         if name in self.items:
             prev = self.items[name].plugin
             self.conflicts.append(
@@ -213,13 +215,21 @@ class ProtocolRegister:
         p = Path(path)
         if not p.is_file():
             raise PluginError(f"protocol file not found: {p}")
-        self.sources.append(ProtocolSource(p, self.current_plugin))
+        self._add(p)
 
     def directory(self, path: str | Path) -> None:
         d = Path(path)
         if not d.is_dir():
             raise PluginError(f"protocol directory not found: {d}")
         for p in sorted(d.glob("*.toml")):
-            self.sources.append(ProtocolSource(p, self.current_plugin))
+            self._add(p)
+
+    def _add(self, path: Path) -> None:
+        """Parse the file now: a bad one (a name that is no identifier, a malformed split)
+        raises here and fails the plugin that registers it, not every later command."""
+        from avbench.protocols import load_protocol
+
+        load_protocol(path, plugin=self.current_plugin)
+        self.sources.append(ProtocolSource(path, self.current_plugin))
 
     __call__ = file

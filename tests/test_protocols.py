@@ -26,17 +26,49 @@ TRAIN = {"Asian (South)", "Asian (East)", "Caucasian (American)"}
 FOLDS = ["RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL"]
 
 
-@pytest.fixture(scope="module")
-def excerpt_index(tmp_path_factory):
-    """The excerpt's tree (file contents do not matter for splitting)."""
-    root = tmp_path_factory.mktemp("excerpt") / "FakeAVCeleb_v1.2"
-    data = EXCERPT_ROWS.encode()
+# The excerpt's test group (Caucasian (European)) holds one real video and no fake, and a
+# split of one class is an error; these rows give it one fake of each category.
+EUROPEAN_FAKES = "".join(
+    f"id00055,-,-,{method},{letter},{type_},Caucasian (European),men,00120_{i}.mp4,"
+    f"FakeAVCeleb/{type_}/Caucasian (European)/men/id00055\r\n"
+    for i, (method, letter, type_) in enumerate([
+        ("rtvc", "B", "RealVideo-FakeAudio"), ("wav2lip", "C", "FakeVideo-RealAudio"),
+        ("wav2lip", "D", "FakeVideo-FakeAudio"), ("faceswap-wav2lip", "D", "FakeVideo-FakeAudio"),
+        ("fsgan-wav2lip", "D", "FakeVideo-FakeAudio")]))
+
+
+def _excerpt_tree(root, data: bytes):
+    """The tree ``data`` lists (file contents do not matter for splitting), indexed."""
     root.mkdir()
     (root / "meta_data.csv").write_bytes(data)
     for rel in dict.fromkeys(listed(data)):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"\0" * 16)
     return {"fakeavceleb": FakeAVCelebAdapter().index(root)}
+
+
+@pytest.fixture(scope="module")
+def excerpt_index(tmp_path_factory):
+    """The excerpt's tree plus :data:`EUROPEAN_FAKES`."""
+    root = tmp_path_factory.mktemp("excerpt") / "FakeAVCeleb_v1.2"
+    return _excerpt_tree(root, (EXCERPT_ROWS + EUROPEAN_FAKES).encode())
+
+
+def test_a_split_of_one_class_is_an_error(tmp_path):
+    """The excerpt alone: intra's test split would be one real video and no fake."""
+    index = _excerpt_tree(tmp_path / "FakeAVCeleb_v1.2", EXCERPT_ROWS.encode())
+    with pytest.raises(ProtocolError) as e:
+        build_splits(_proto("intra"), None, index)
+    assert str(e.value) == ("protocol intra: split test holds only real videos (1 of "
+                            "fakeavceleb); a split needs both real and fake videos")
+    with pytest.raises(ProtocolError, match=r"^protocol cross-manip \(fold RVFA\): split test "
+                                            r"holds only real videos"):
+        build_splits(_proto("cross-manip"), "RVFA", index)
+    # only fakes: the European real video gone
+    rows = [r for r in EXCERPT_ROWS.split("\r\n") if "Caucasian (European)" not in r]
+    index = _excerpt_tree(tmp_path / "fakes-only", ("\r\n".join(rows) + EUROPEAN_FAKES).encode())
+    with pytest.raises(ProtocolError, match=r"split test holds only fake videos \(5 of"):
+        build_splits(_proto("intra"), None, index)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ def _probe(path: str, face_crop: bool) -> tuple[str, str] | None:
 def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, console: Any) -> int:
     """Counts per type, method, group and label; every index problem; every unreadable file.
     Exit code 1 when a file cannot be decoded."""
+    from rich.markup import escape
     from rich.table import Table
 
     from avbench.detector import RunContext
@@ -59,14 +60,12 @@ def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, co
             for v in values:
                 t.add_row(v, str(counts[(v, 0)]), str(counts[(v, 1)]))
             console.print(t)
-        if idx.problems:
+        if idx.problems:  # every one: the run start names this command to list them all
             reasons = Counter(p.reason.split(":")[0] for p in idx.problems)
             console.print(f"[yellow]{len(idx.problems)} problem(s) while indexing[/]: "
-                          + "; ".join(f"{k} ({v})" for k, v in reasons.most_common()))
-            for p in idx.problems[:50]:
-                console.print(f"  {p.where}: {p.reason}")
-            if len(idx.problems) > 50:
-                console.print(f"  ... and {len(idx.problems) - 50} more")
+                          + escape("; ".join(f"{k} ({v})" for k, v in reasons.most_common())))
+            for p in idx.problems:
+                console.print(escape(f"  {p.where}: {p.reason}"))
         if not decode:
             continue
         paths = [str(idx.root / r.id) for r in recs]

@@ -80,11 +80,13 @@ def show_protocol(name: str, data_items: list[str], fold: str | None, write_list
                 t.add_row(v, *(_cell(counts[k], v, both) for k in splits))
             console.print(t)
         if write_lists is not None:
+            from avbench.paths import ensure_inside
             from avbench.results import atomic_write_text
 
             for split, sp in splits.items():
                 name_ = f"{protocol.name}{'-' + f if f else ''}-{split}.txt"
-                atomic_write_text(write_lists / name_, "".join(f"{r.id}\n" for r in sp.records))
+                target = ensure_inside(write_lists, name_, what="video list")
+                atomic_write_text(target, "".join(f"{r.id}\n" for r in sp.records))
     if write_lists is not None:
         console.print(f"video lists written to {write_lists}")
 

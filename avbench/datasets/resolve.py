@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from urllib.parse import parse_qsl
 
 from avbench.datasets.base import DatasetAdapter, DatasetIndex
 from avbench.errors import ConfigError, DataError, PluginError
+from avbench.paths import ensure_inside
 from avbench.registry import DatasetInfo
 
 log = logging.getLogger(__name__)
@@ -196,7 +198,7 @@ def ensure_generated(info: DatasetInfo, *, scale: int = 1, seed: int = 0,
     base = (cache or cache_root()) / "datasets"
     base.mkdir(parents=True, exist_ok=True)
     key = f"{info.name}-scale{scale}-seed{seed}-v{version}"
-    final = base / key
+    final = ensure_inside(base, key, what="generated dataset folder", error=DataError)
     if (final / MARKER).is_file():
         return final
     with open(base / f"{key}.lock", "a+") as lock:
@@ -263,6 +265,22 @@ def _adapter(info: DatasetInfo) -> DatasetAdapter:
     if not isinstance(obj, DatasetAdapter):
         raise PluginError(f"dataset {info.name!r}: {info.factory!r} is not a DatasetAdapter")
     return obj
+
+
+def index_line(name: str, value: str, index: DatasetIndex, first: int = 3) -> str:
+    """The line a run prints for an indexed dataset (rich markup): its video count and, when
+    indexing noted problems, the first ``first`` of them (``where: reason``) and the command
+    that lists them all."""
+    from rich.markup import escape
+
+    line = f"[bold]{escape(name)}[/]: {len(index.records)} videos indexed"
+    if not index.problems:
+        return line
+    shown = "; ".join(f"{p.where}: {p.reason}" for p in index.problems[:first])
+    more = len(index.problems) - first
+    shown += f"; and {more} more" if more > 0 else ""
+    cmd = f"avbench data check --data {shlex.quote(f'{name}={value}')}"
+    return line + escape(f", {len(index.problems)} problem(s) noted: {shown} (all of them: {cmd})")
 
 
 def resolve_dataset(name: str, value: str, datasets: Mapping[str, DatasetInfo], *,
