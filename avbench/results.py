@@ -80,7 +80,12 @@ def new_run_id() -> str:
 
 
 def run_folder(out: Path, protocol: str, fold: str | None, detector: str, run_id: str) -> Path:
-    return Path(out) / protocol / (fold or ALL_FOLDS) / detector / run_id
+    from avbench.paths import check_name, ensure_inside  # names are folders: checked, and
+    # the folder, links resolved, must lie inside ``out``
+    parts = [check_name(kind, v, error=ResultsError) for kind, v in (
+        ("protocol", protocol), ("fold", fold or ALL_FOLDS), ("detector", detector),
+        ("run id", run_id))]
+    return ensure_inside(out, Path(*parts), what="run folder", error=ResultsError)
 
 
 @dataclass

@@ -200,10 +200,9 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
             dist, lambda n=name, v=value: resolve_dataset(n, v, plugins.datasets)
         )
         idx = indexes[name]
-        out_console.print(
-            f"[bold]{name}[/]: {len(idx.records)} videos indexed"
-            + (f", {len(idx.problems)} problem(s) noted" if idx.problems else "")
-        )
+        from avbench.datasets.resolve import index_line  # names the problems, and the command
+
+        out_console.print(index_line(name, value, idx), soft_wrap=True)
     index_s = time.perf_counter() - t0
 
     folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
