@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 def _prepare(out: Path | str, scale: int, seed: int) -> Path:
@@ -48,7 +48,8 @@ def generate_fakeavceleb(out: Path | str, *, scale: int = 1, seed: int = 0,
     voices = {p.id: p.voice for p in people}
     tasks = []
     for p in people:
-        needed = {c.face for c in clips[p.id] if c.face} | {c.voice for c in clips[p.id] if c.voice}
+        needed = sorted({c.face for c in clips[p.id] if c.face}
+                        | {c.voice for c in clips[p.id] if c.voice})
         tasks.append(avceleb.Task(str(out), seed, p, tuple(clips[p.id]),
                                   {k: looks[k] for k in needed}, {k: voices[k] for k in needed}))
     run_tasks(avceleb.render_person, tasks, workers)

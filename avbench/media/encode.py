@@ -8,6 +8,43 @@ from pathlib import Path
 import numpy as np
 
 
+#: libx264 options that make its output a function of its input only: one thread (x264's
+#: frame threads change the stream with the thread count, which follows the machine's cores)
+#: and no assembly. On an AVX-512 machine the same frames gave one of two streams from run to
+#: run, and the assembly paths do not give the C path's bytes, so the stream would also depend
+#: on the CPU. The C path costs about 1.6x the encoding time.
+X264_EXACT = {"threads": "1", "x264-params": "asm=0"}
+
+
+def yuv420p_frame(img: np.ndarray):
+    """One (H, W, 3) uint8 RGB picture as a yuv420p ``av.VideoFrame`` every byte of which,
+    row padding included, is set: BT.601 limited range, chroma from the mean of each 2x2
+    block, in integer arithmetic.
+
+    The conversion is ours, not libswscale's: frames converted by libswscale came with rows
+    whose padding bytes changed from process to process, and nothing uninitialised may reach
+    the encoder if the same frames are to give the same file.
+    """
+    import av
+
+    h, w = img.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs an even width and height, got {w}x{h}")
+    rgb = img.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    q = rgb.reshape(h // 2, 2, w // 2, 2, 3).sum(axis=(1, 3))  # 4 x the 2x2 mean
+    r, g, b = q[..., 0], q[..., 1], q[..., 2]
+    u = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    v = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, values in zip(frame.planes, (y, u, v), strict=True):
+        rows = np.zeros((values.shape[0], plane.line_size), np.uint8)
+        rows[:, : values.shape[1]] = values
+        plane.update(rows)
+    return frame
+
+
 def write_av(
     path: str | Path,
     frames: np.ndarray | None,
@@ -42,7 +79,7 @@ def write_av(
             vstream.height = frames.shape[1]
             vstream.pix_fmt = pix_fmt
             if video_codec == "libx264":
-                vstream.options = {"crf": str(crf), "preset": "veryfast"}
+                vstream.options = {"crf": str(crf), "preset": "veryfast", **X264_EXACT}
         if audio is not None:
             a = np.asarray(audio, dtype=np.float32)
             if a.ndim == 1:
@@ -55,8 +92,13 @@ def write_av(
             if audio_codec in ("aac", "libopus", "mp3", "libmp3lame"):
                 astream.bit_rate = audio_bit_rate
         if vstream is not None:
-            for img in frames:
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for k, img in enumerate(frames):
+                if pix_fmt == "yuv420p":
+                    vf = yuv420p_frame(img)
+                else:
+                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                vf.pts = k  # in the stream's time base, 1 / rate: frame k at k / rate seconds
+                vf.time_base = 1 / rate
                 for packet in vstream.encode(vf):
                     container.mux(packet)
             for packet in vstream.encode():
