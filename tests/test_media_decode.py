@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -363,11 +364,14 @@ def test_sample_formats(
 
 
 @pytest.mark.parametrize(
-    ("width", "height", "size"), [(100, 100, None), (232, 224, 224), (120, 100, None)]
+    ("width", "height", "size"),
+    [(100, 100, None), (232, 224, 224), (120, 100, None), (112, 112, None), (224, 160, None),
+     (240, 224, 224), (160, 224, 160)],
 )
 def test_unscaled_frames_match_pyav_rgb(tmp_path: Path, width: int, height: int, size) -> None:
-    """Widths that swscale's unscaled planar-RGB converter gets wrong (16k + 1 to 16k + 8)
-    still give exactly PyAV's own RGB conversion."""
+    """Unscaled frames, planar RGB written straight (widths 16k) or through rgb24 (widths
+    that swscale's unscaled planar-RGB converter gets wrong, 16k + 1 to 16k + 8), centre-cut
+    or not, give exactly PyAV's own RGB conversion."""
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, height, width, 3), dtype=np.uint8)
     path = write_av(tmp_path / "odd.mp4", frames, np.zeros(3200, np.float32), crf=18)
@@ -382,11 +386,11 @@ def test_unscaled_frames_match_pyav_rgb(tmp_path: Path, width: int, height: int,
 
 
 def test_audio_frames_of_every_sample_format_are_downmixed_as_one_stream() -> None:
-    """Downmixing in batches of frames gives the channel mean of the whole stream, scaled
-    to [-1, 1], across batches and changes of sample format and channel count mid-stream."""
+    """Downmixing runs of frames gives the channel mean of the whole stream, scaled to
+    [-1, 1], across changes of sample format and channel count mid-stream."""
     import av
 
-    from avbench.media.decode import _AudioCollector
+    from avbench.media.decode import _mono, _samples
 
     rng = np.random.default_rng(3)
     cases = [  # (format, channels, dtype, scale, offset)
@@ -399,10 +403,10 @@ def test_audio_frames_of_every_sample_format_are_downmixed_as_one_stream() -> No
         ("flt", 1, np.float32, 1.0, 0.0),
     ]
     layouts = {1: "mono", 2: "stereo", 3: "3.0"}
-    collector = _AudioCollector(100)  # too small on purpose: it must grow
+    chunks = []
     expected = []
     for fmt, channels, dtype, scale, offset in cases:
-        sizes = [1024, 333] + ([50] * 70 if fmt == "fltp" else [])  # more than one batch
+        sizes = [1024, 333] + ([50] * 70 if fmt == "fltp" else [])
         for n in sizes:
             if np.issubdtype(dtype, np.floating):
                 x = rng.uniform(-1, 1, (channels, n)).astype(dtype)
@@ -414,15 +418,63 @@ def test_audio_frames_of_every_sample_format_are_downmixed_as_one_stream() -> No
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt,
                                                layout=layouts[channels])
             frame.sample_rate = 16000
-            collector.add(frame)
+            chunks.append(_samples(frame))
             wide = dtype in (np.int32, np.float64)
             mono = x.astype(np.float64 if wide else np.float32).mean(axis=0)
             mono = mono.astype(np.float32)
             if offset:
                 mono = mono - np.float32(offset)
             expected.append(mono / np.float32(scale) if scale != 1.0 else mono)
-    got = collector.mono()
+    got = _mono(chunks)
     want = np.concatenate(expected)
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
     assert np.abs(got).max() <= 1.0
+
+
+_DIRTY_CHILD = """
+import hashlib, os, random, sys
+import numpy as np
+rng = random.Random(int(os.environ["PYTHONHASHSEED"]))
+if sys.argv[1] == "one-core":
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+blocks = [rng.randbytes(rng.randrange(512, 120_000)) for _ in range(3000)]
+del blocks  # freed: what malloc hands out next holds these random bytes
+probe = np.empty(50_000, np.uint8)  # uninitialised: shows that the heap is dirty
+print("probe", hashlib.sha256(probe.tobytes()).hexdigest())
+from avbench.media.decode import Pipeline, decode
+for spec in sys.argv[2:]:
+    path, size = spec.rsplit("|", 1)
+    clip = decode(path, Pipeline(size=None if size == "-" else int(size)))
+    digest = hashlib.sha256(clip.frames.tobytes() + clip.audio.tobytes()).hexdigest()
+    print(spec.rsplit("/", 1)[1], clip.frames.shape, digest)
+"""
+
+
+def test_decoded_bytes_are_a_function_of_the_file(tmp_path: Path) -> None:
+    """The same file decodes to the same bytes in every process: decoded in fresh processes
+    whose heaps are dirtied with different random bytes (uninitialised memory differs, as the
+    probe shows), under different PYTHONHASHSEEDs and CPU affinities. The sources are noise
+    at sizes whose rows are padded (112 wide: 56-byte chroma rows in 64-byte lines), odd-sized
+    and non-square, unscaled, shrunk, enlarged and centre-cropped."""
+    rng = np.random.default_rng(5)
+    specs = []
+    for (w, h), sizes in [((112, 112), ["-", "64"]), ((100, 100), ["-", "48"]),
+                          ((160, 120), ["112", "120", "-"]), ((50, 38), ["-", "64"])]:
+        frames = rng.integers(0, 256, (20, h, w, 3), dtype=np.uint8)
+        audio = (0.3 * rng.standard_normal((30000, 2))).astype(np.float32)
+        path = write_av(tmp_path / f"noise-{w}x{h}.mp4", frames, audio,
+                        fps=Fraction(30000, 1001), sample_rate=44100, crf=18)
+        specs += [f"{path}|{s}" for s in sizes]
+    root = Path(__file__).resolve().parents[1]
+    runs = []
+    for seed, cores in [(0, "all"), (1, "one-core"), (4242, "all")]:
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        out = subprocess.run([sys.executable, "-c", _DIRTY_CHILD, cores, *specs], env=env,
+                             cwd=root, check=True, capture_output=True, text=True).stdout
+        runs.append(out.splitlines())
+    probes = {run[0] for run in runs}
+    assert len(probes) == len(runs), "the heaps were not dirtied differently"
+    decoded = [run[1:] for run in runs]
+    assert len(decoded[0]) == len(specs)
+    assert decoded[1] == decoded[0] and decoded[2] == decoded[0]

@@ -42,7 +42,7 @@ class MediaKind:
     fps: Fraction
     sample_rate: int
     channels: int
-    #: whether the "within 1.3x of bare decode" target is judged on this format
+    #: whether the "within 1.6x of bare decode" target is judged on this format
     judged: bool = True
     why: str = ""
 
@@ -129,16 +129,15 @@ def make_media(folder: Path, kinds: list[MediaKind], clips: int, seconds: float,
 # decoding
 
 
-def decode_only(path: Path, thread_type: str = "AUTO") -> int:
-    """Bare decoding: PyAV demuxes and decodes both streams and nothing is converted, with
-    the video decoder's ``thread_type`` "AUTO" (FFmpeg's frame + slice threads) or "NONE"
-    (one thread). Returns the number of frames."""
+def decode_only(path: Path) -> int:
+    """Bare decoding: PyAV demuxes and decodes both streams in one thread (as the pipeline
+    does) and nothing is converted. Returns the number of frames."""
     import av
 
     n = 0
     with av.open(str(path)) as container:
         vs = container.streams.video[0]
-        vs.thread_type = thread_type
+        vs.thread_type = "NONE"
         for _frame in container.decode(vs, container.streams.audio[0]):
             n += 1
     return n
@@ -152,7 +151,7 @@ def naive_decode(path: Path) -> list[np.ndarray]:
     arrays: list[np.ndarray] = []
     with av.open(str(path)) as container:
         vs = container.streams.video[0]
-        vs.thread_type = "AUTO"
+        vs.thread_type = "NONE"
         for frame in container.decode(vs, container.streams.audio[0]):
             if isinstance(frame, av.VideoFrame):
                 arrays.append(frame.to_ndarray(format="rgb24"))
@@ -179,63 +178,26 @@ def pipeline_decode(path: Path, pipeline: Any, frames: int) -> int:
 
 def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline: Any,
                  frames: int, reps: int, seconds: float) -> dict[str, Any]:
-    """Seconds per video of bare decoding, PyAV's to_ndarray and the pipeline, per source
-    format; wall and CPU time (all threads, the audio helper process's included).
-
-    Bare decoding is timed twice, with FFmpeg's threads and in one thread; the floor of each
-    run (one video, one repetition) is the faster of the two (which one wins depends on the
-    machine and the frame size: on two cores one thread decodes 224x224 h264 faster). The
-    pipeline decodes as one process with the machine's cores to itself does (``avbench data
-    prepare`` on two cores or fewer, or for a few files): the audio in
-    the helper process where it applies, the video as
-    :func:`avbench.media.decode.decoder_threading` chooses, its frames converted on a second
-    thread where :mod:`avbench.media._convthread` applies. Freed memory is kept for
-    reuse, as in the processes of ``avbench data prepare`` (:mod:`avbench.allocator`)."""
-    from avbench.allocator import keep_freed_memory
-    from avbench.media._audioproc import helper_cpu_seconds
-    from avbench.media._audioproc import wanted as audio_process_wanted
-    from avbench.media._convthread import wanted as convert_thread_wanted
-    from avbench.media._swscale import available as direct_available
-    from avbench.media.decode import decoder_threading
-
-    tuned = keep_freed_memory()
-    audio_process = audio_process_wanted()
+    """Seconds per video of bare decoding (the floor), PyAV's to_ndarray and the pipeline,
+    per source format, in this process and one thread each (a process per core is how
+    ``avbench data prepare --workers`` runs on a bigger machine); wall and CPU time."""
     out: dict[str, Any] = {}
     for kind in kinds:
         paths = media[kind.name]
         cpu_per: dict[str, list[float]] = {}
-        # the contenders take turns on each video: one video takes 20-80 ms, so the four
-        # runs compared are a fraction of a second apart (a whole pass over the videos per
-        # contender let the load of this shared machine change in between)
+        # the contenders take turns on each video: one video takes 20-80 ms, so the runs
+        # compared are a fraction of a second apart on a machine whose load changes
         per = interleaved_per_item({
-            "floor_threads": decode_only,
-            "floor_one_thread": lambda p: decode_only(p, "NONE"),
+            "floor": decode_only,
             "naive": naive_decode,
             "pipeline": lambda p: pipeline_decode(p, pipeline, frames),
-        }, paths, reps, cpu=cpu_per,
-            cpu_clock=lambda: time.process_time() + helper_cpu_seconds())
-        # the floor of each run: the faster bare decode of that video (and its CPU time)
-        faster = [a <= b for a, b in zip(per["floor_threads"], per["floor_one_thread"],
-                                         strict=True)]
-        per["floor"] = [min(a, b) for a, b in zip(per["floor_threads"],
-                                                  per["floor_one_thread"], strict=True)]
-        cpu_per["floor"] = [a if f else b for a, b, f in zip(
-            cpu_per["floor_threads"], cpu_per["floor_one_thread"], faster, strict=True)]
+        }, paths, reps, cpu=cpu_per)
         out[kind.name] = {
             "source": kind.describe(),
             "judged": kind.judged,
-            "malloc_tuned": tuned,
             "why_not_judged": kind.why,
             "clips": len(paths),
             "clip_seconds": seconds,
-            "audio_process": audio_process,
-            "pipeline_decoder_threads": decoder_threading(audio_helper=audio_process),
-            "direct_swscale": direct_available(),
-            "convert_thread": convert_thread_wanted(),
-            "floor_threads_s": median(per["floor_threads"]),
-            "floor_one_thread_s": median(per["floor_one_thread"]),
-            "runs": len(faster),
-            "one_thread_faster_runs": int(sum(not f for f in faster)),
             "floor_s": median(per["floor"]),
             "naive_s": median(per["naive"]),
             "pipeline_s": median(per["pipeline"]),
