@@ -143,9 +143,15 @@ def table(
         if table is not None:
             raise AvbenchError("give --table or --protocol, not both")
         table = tables.table_for_protocol(protocol)
+    from avbench.protocols import all_protocols
+
+    system = _plugins()
+    _warn_plugins(system)
+    err = _console(stderr=True)
     out = tables.build_and_render(results, int(table), fmt, published=published,
                                   include_incomplete=include_incomplete, ci=ci,
-                                  aggregate=aggregate)
+                                  aggregate=aggregate, protocols=all_protocols(system),
+                                  warn=lambda line: err.print(line, markup=False))
     if isinstance(out, str):
         typer.echo(out, nl=not out.endswith("\n"))
         return

@@ -9,6 +9,7 @@ cheap (no torch, no pandas until a table is built).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,21 @@ def build_and_render(
     ci: bool = False,
     aggregate: str = "latest",
     mixed_versions: str = "newest",
+    protocols: Mapping[str, Any] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Any:
     """Collect the runs below ``results_root``, build Table ``table`` and render it as
-    ``fmt`` (``rich`` gives a rich renderable, the others a string)."""
+    ``fmt`` (``rich`` gives a rich renderable, the others a string).
+
+    Runs are checked against ``protocols`` (default: those registered now); ``warn`` is
+    called with the one line of each run folder left out (the table's footnotes list them
+    too)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
-    runs = collect(results_root, include_incomplete=include_incomplete)
+    runs = collect(results_root, include_incomplete=include_incomplete, protocols=protocols)
+    if warn is not None:
+        for line in runs.problems:
+            warn(line)
     t = build_table(table, runs, published=published, ci=ci, aggregate=aggregate,
                     mixed_versions=mixed_versions)
     return render(t, fmt)

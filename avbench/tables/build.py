@@ -11,8 +11,10 @@ Rules:
   standard deviation over them; a footnote says how many there were;
 - protocol versions are never mixed: per protocol the newest version found is used and the
   runs of older versions are named in a footnote (``mixed_versions="error"`` raises instead);
-- a run folder whose ``run.json`` or ``scores.csv`` cannot be read is skipped and named in a
-  footnote.
+- every run is checked against its own record and the protocols registered now
+  (:mod:`avbench.tables.verify`) before it is used; a run that fails, or whose ``run.json``
+  or ``scores.csv`` cannot be read, is left out and named, with the reason, in one footnote
+  line (``Runs.problems``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from avbench.errors import ConfigError, ResultsError
-from avbench.results import ALL_FOLDS, RunRecord, iter_runs
+from avbench.results import ALL_FOLDS, RunRecord, read_run
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -86,7 +88,8 @@ def table_for_protocol(name: str) -> int:
 class Runs(list):
     """The run records found under a results folder (a list of :class:`RunRecord`).
 
-    ``problems`` names the run folders that could not be read; ``left_out`` holds the
+    ``problems`` has one line per run folder left out as unreadable or failing its checks
+    (naming the folder and the reason); ``left_out`` holds the
     incomplete runs that were left out (``include_incomplete=False``); ``root`` is the folder.
     """
 
@@ -105,21 +108,47 @@ def _rel(text: str, root: Path) -> str:
     return text
 
 
-def collect(results_root: str | Path, *, include_incomplete: bool = False) -> Runs:
-    """Every readable run below ``results_root``: complete ones, and incomplete ones too when
-    ``include_incomplete``. Unreadable run folders are listed in ``.problems`` (not raised).
+def registered_protocols() -> dict[str, Any]:
+    """The protocols registered now (built-in and plugins'), by name."""
+    from avbench.plugins import get_plugins
+    from avbench.protocols import all_protocols
+
+    return all_protocols(get_plugins())
+
+
+def collect(results_root: str | Path, *, include_incomplete: bool = False,
+            protocols: Mapping[str, Any] | None = None) -> Runs:
+    """Every usable run below ``results_root``: complete ones, and incomplete ones too when
+    ``include_incomplete``. Each is checked first (:func:`avbench.tables.verify.verify_run`)
+    against ``protocols``, the registered protocols by name (default: those registered now);
+    a run that fails or cannot be read is listed in ``.problems`` as one line naming its
+    folder and the reason (never raised).
 
     Raises :class:`ResultsError` when the folder does not exist.
     """
+    from avbench.tables.verify import verify_folder
+
     root = Path(results_root)
+    if not root.is_dir():
+        raise ResultsError(f"results folder not found: {root}")
+    if protocols is None:
+        protocols = registered_protocols()
     runs, problems, left_out = [], [], []
-    for item in iter_runs(root):
-        if isinstance(item, ResultsError):
-            problems.append(f"skipped unreadable run folder: {_rel(str(item), root)}")
-            continue
-        if not item.protocol:
-            problems.append(f"skipped run folder without protocol name: "
-                            f"{_rel(str(item.path), root)}")
+    for f in sorted(root.rglob("run.json")):
+        run_dir = f.parent
+        item = None
+        try:
+            info, reason = verify_folder(run_dir, protocols,
+                                         include_incomplete=include_incomplete)
+            if info is not None:
+                item = read_run(run_dir)
+        except ResultsError as e:  # the record's own schema checks
+            reason = str(e).replace(f"{run_dir / 'run.json'}: ", "run.json: ")
+        except Exception as e:  # one bad run never aborts a table
+            reason = f"cannot be checked ({type(e).__name__}: {e})"
+        if item is None:
+            where = run_dir.relative_to(root).as_posix() if run_dir != root else root.name
+            problems.append(" ".join(_rel(f"left out {where}: {reason}", root).split()))
             continue
         if item.complete or include_incomplete:
             runs.append(item)
