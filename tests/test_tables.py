@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,16 +18,28 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from avbench.errors import ConfigError, ResultsError
-from avbench.results import SCORE_COLUMNS, atomic_write_json, run_folder, write_scores
+from avbench.protocols import split_hash
+from avbench.records import VideoRecord
+from avbench.results import (
+    SCHEMA_VERSION,
+    SCORE_COLUMNS,
+    RunRecord,
+    atomic_write_json,
+    read_run,
+    run_folder,
+    write_scores,
+)
 from avbench.tables import (
     FOLDS,
     FV_FOLDS,
+    Runs,
     build_and_render,
     build_table,
     collect,
     render,
     table_for_protocol,
 )
+from avbench.tables.build import registered_protocols
 
 ALL = {"audio": True, "visual": True, "cmfm": True}
 VIS = {"audio": False, "visual": True, "cmfm": False}
@@ -57,20 +70,31 @@ def make_scores(seed: int, n: int = 40, *, sep: float = 0.5, only: int | None = 
     return df
 
 
+def split_record(scores: pd.DataFrame) -> dict:
+    """``splits.test`` of run.json for a test split of exactly these videos."""
+    recs = [VideoRecord(id=i, dataset=d, label=0, label_v=0, label_a=0)
+            for i, d in zip(scores["id"], scores["dataset"], strict=True)]
+    return {"dataset": str(scores["dataset"].iloc[0]), "n": len(recs), "hash": split_hash(recs)}
+
+
 def write_run(root: Path, detector: str, protocol: str, fold: str | None = None, *,
-              scores: pd.DataFrame, version: str = "1", status: str = "complete",
+              scores: pd.DataFrame, version: str | None = None, status: str = "complete",
               finished: str = "2025-01-01T00:00:00Z", modality: str = "AV",
               tables: dict | None = None, run_id: str | None = None) -> Path:
+    """A run folder as ``avbench run`` writes it (the fields a table checks), of the
+    protocol registered now (``version`` other than its own makes it a run of another
+    protocol file)."""
     run_id = run_id or f"{finished[:10]}-{detector}-{next(_IDS):04d}"
     path = run_folder(root, protocol, fold, detector, run_id)
-    info = {
-        "status": status,
-        "detector": {"name": detector, "modality": modality, "tables": tables or {}},
-        "protocol": {"name": protocol, "version": version, "fold": fold},
-        "created": finished, "finished": finished if status == "complete" else None,
-        "seed": 0,
-    }
-    atomic_write_json(path / "run.json", info)
+    registered = registered_protocols()[protocol]
+    RunRecord(
+        run_id=run_id, status=status, created=finished,
+        finished=finished if status == "complete" else None,
+        detector_info={"name": detector, "modality": modality, "tables": tables or {}},
+        protocol_info={"name": protocol, "version": version or registered.version,
+                       "fold": fold, "file_hash": registered.file_hash},
+        splits={"test": split_record(scores)}, seed=0, n_test_videos=len(scores),
+    ).write(path)
     write_scores(path / "scores.csv", scores)
     # a stale metrics file with numbers that must never show up in a table
     stale = {k: {"value": 0.123456, "ci95": [0.1, 0.2]} for k in ("acc", "ap", "auc")}
@@ -304,14 +328,20 @@ def test_protocol_versions_are_not_mixed(tmp_path) -> None:
     write_run(root, "beta", "intra", scores=make_scores(3), version="9")
     write_run(root, "alpha", "intra", scores=v10, version="10",
               finished="2025-01-01T00:00:00Z")
-    t = build_table(1, collect(root), published=False)
+    # collect() leaves out every run of a protocol file other than the registered one, so
+    # versions can only mix in runs handed to build_table directly
+    checked = collect(root)
+    assert not checked and len(checked.problems) == 3
+    assert all("the registered intra is version" in p for p in checked.problems)
+    runs = Runs([read_run(p.parent) for p in sorted(root.rglob("run.json"))], root=root)
+    t = build_table(1, runs, published=False)
     # the newest version wins (10 > 9 numerically), even over a more recent run of version 9
     assert {r.detector for r in t.rows} == {"alpha"}
     assert row_of(t, "alpha").cells["auc"].value == pytest.approx(sk(v10, "auc"), abs=1e-7)
     assert any("2 run(s) of older protocol version(s) '9' left out" in f for f in t.footnotes)
     assert any("version '10'" in f for f in t.footnotes)
     with pytest.raises(ResultsError, match="mix versions"):
-        build_table(1, collect(root), mixed_versions="error")
+        build_table(1, runs, mixed_versions="error")
 
 
 def test_undefined_metrics_show_as_na(tmp_path) -> None:
@@ -412,8 +442,8 @@ def test_missing_and_bad_results_folders(tmp_path) -> None:
     t = build_table(1, collect(root), published=False)
     assert {r.detector for r in t.rows} == {"alpha"}
     notes = "\n".join(t.footnotes)
-    assert "skipped unreadable run folder: intra/all/broken/x1/run.json" in notes
-    assert "skipped run with unreadable scores" in notes and "noscores" in notes
+    assert "left out intra/all/broken/x1: run.json is not valid JSON" in notes
+    assert re.search(r"left out intra/all/noscores/[^:]+: no scores.csv", notes)
     assert str(tmp_path) not in notes
 
 
@@ -445,12 +475,19 @@ def test_run_json_fields_read(tmp_path) -> None:
     root = tmp_path / "r"
     path = run_folder(root, "intra", None, "mini", "r1")
     path.mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({
+    intra, scores = registered_protocols()["intra"], make_scores(7)
+    info = {
+        "schema": SCHEMA_VERSION,
         "status": "complete",
         "detector": {"name": "mini", "modality": "AV", "tables": {"table5": "Ours"}},
-        "protocol": {"name": "intra", "version": "1", "fold": None},
+        "protocol": {"name": "intra", "version": intra.version, "fold": None,
+                     "file_hash": intra.file_hash},
+        "splits": {"test": split_record(scores)},
+        "n_test_videos": len(scores),
         "finished": "2025-01-01T00:00:00Z",
-    }))
-    write_scores(path / "scores.csv", make_scores(7))
+    }
+    identity = RunRecord(detector_info=info["detector"], protocol_info=info["protocol"]).identity
+    (path / "run.json").write_text(json.dumps({**info, "identity": identity.to_dict()}))
+    write_scores(path / "scores.csv", scores)
     t = build_table(5, collect(root), published=False)
     assert row_of(t, "mini").text["Variant"] == "Ours"

@@ -139,7 +139,7 @@ def check_record(run_dir: Path, info: Mapping[str, Any]) -> str | None:
     if det["name"] != d_dir:
         return f"run.json names detector {_q(det['name'])} but the folder is under {_q(d_dir)}"
     run_id = info.get("run_id")
-    if run_id is not None and run_id != r_dir:
+    if run_id not in (None, "") and run_id != r_dir:
         return f"run.json names run id {_q(run_id)} but the folder is {_q(r_dir)}"
     return None
 
