@@ -456,7 +456,7 @@ def test_the_command_prints_one_line_per_run_left_out_on_stderr(root: Path) -> N
     edit_scores(bad, lambda rows: rows[0].update(score="inf"))
     (write_run(root, "broken", seed=3) / "run.json").write_bytes(b"\xff")
     r = run_cli(["table", "--table", "1", "--results", str(root), "--format", "markdown",
-                 "--no-published"])
+                 "--no-published"], env={"COLUMNS": "40"})  # one line each, never wrapped
     assert r.exit_code == 0, r.output
     assert "good" in r.stdout and "| bad" not in r.stdout
     lines = r.stderr.strip().splitlines()
