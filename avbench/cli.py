@@ -413,16 +413,52 @@ def _load_plugin_commands() -> None:
         _plugins().add_commands(app)
 
 
+def _typer_click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage-error, exit, abort) classes that Typer's app raises in non-standalone mode.
+
+    They come from the click that ``typer.main`` runs on: Typer >= 0.22 carries its own copy
+    (``typer._click``), older versions import ``click``; a separately installed ``click`` that
+    is already loaded (a plugin's command may use it) is caught too."""
+    import typer.main
+
+    clicks = [getattr(typer.main, "_click", None) or getattr(typer.main, "click", None)]
+    if "click" in sys.modules:
+        clicks.append(sys.modules["click"])
+    usage: list[type] = []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    for c in clicks:
+        exc = getattr(c, "exceptions", None)
+        if exc is None:
+            continue
+        usage.append(exc.ClickException)
+        exits.append(getattr(exc, "Exit", typer.Exit))
+        aborts.append(getattr(exc, "Abort", typer.Abort))
+    return tuple(dict.fromkeys(usage)), tuple(dict.fromkeys(exits)), tuple(dict.fromkeys(aborts))
+
+
+def _show_usage_error(e: Any) -> None:
+    """Print a command-line mistake exactly as Typer's standalone mode does."""
+    import typer.core
+
+    if getattr(typer.core, "HAS_RICH", False) and app.rich_markup_mode is not None:
+        from typer import rich_utils
+
+        if hasattr(rich_utils, "rich_format_error"):
+            rich_utils.rich_format_error(e)
+            return
+    e.show()
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI in-process and return its exit code (errors become one line on stderr)."""
-    import click
-
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["argv"] = args
     _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
     _STATE["plugins_dir"] = None
     from avbench.plugins import set_plugins_dir
 
+    usage_errors, exits, aborts = _typer_click_exceptions()
     set_plugins_dir(None)
     try:
         # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
@@ -431,14 +467,14 @@ def run_cli(argv: list[str] | None = None) -> int:
             if code == 130:
                 typer.echo("interrupted", err=True)
             return code
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.exceptions.Abort:
+    except exits as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except aborts:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
+    except usage_errors as e:  # a command-line mistake: Typer's usage message, never a traceback
+        _show_usage_error(e)
+        return int(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
@@ -450,12 +486,20 @@ def run_cli(argv: list[str] | None = None) -> int:
     except Exception as e:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: internal error: {type(e).__name__}: {e} "
-                   "(rerun with --debug for the traceback)", err=True)
-        return 1
+        from avbench.failures import describe_failure
+
+        line, code = describe_failure(e, _loaded_plugins())
+        typer.echo(f"error: {line} (rerun with --debug for the traceback)", err=True)
+        return code
     finally:
         set_plugins_dir(None)  # --plugins-dir applies to this command only
     return 0
+
+
+def _loaded_plugins() -> Any:
+    """The plugin system this command loaded, if it loaded one (never loads it now)."""
+    plugins = sys.modules.get("avbench.plugins")
+    return getattr(plugins, "_SYSTEM", None)
 
 
 def main() -> NoReturn:
