@@ -91,21 +91,36 @@ def test_eval_index_covers_every_segment(prepared) -> None:
     assert batches[0].label.tolist() == [0, 0, 1, 0] and batches[1].label_a.tolist() == [1, 1]
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    err = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    mse = np.maximum(err.reshape(len(err), -1).mean(axis=1), 1e-10)
+    return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
+#: make_clip's frames are random colours pixel by pixel, finer than 4:2:0 keeps (see
+#: tests/test_media_cache.py for the 40 dB target on real-looking footage)
+NOISE_PSNR = 33
+
+
 def test_segments_match_the_decoded_video(prepared) -> None:
     records, entries, cache, spec, items = prepared
     vs = VideoSet(records, entries, cache, spec)
     for i, (_, path) in enumerate(items):
         clip = decode(path, pipeline_for_spec(spec))
+        whole = vs.clip(i)
         for s in vs.eval_index()[1][vs.eval_index()[0] == i]:
             video, audio = vs.segment(i, int(s))
             if clip.n_frames >= T:
-                np.testing.assert_array_equal(video, clip.frames[s : s + T])
+                np.testing.assert_array_equal(video, whole.frames[s : s + T])
+                assert psnr(video, clip.frames[s : s + T]) >= NOISE_PSNR
                 np.testing.assert_array_equal(audio, clip.audio[s * SPF : (s + T) * SPF])
     # the short video is loop-padded, sound and picture together
     short = decode(items[1][1], pipeline_for_spec(spec))
+    stored = cache.load(entries[items[1][0]])
     video, audio = vs.segment(1, 0)
     idx = np.arange(T) % 10
-    np.testing.assert_array_equal(video, short.frames[idx])
+    np.testing.assert_array_equal(video, stored.frames[idx])
+    assert psnr(video, short.frames[idx]) >= NOISE_PSNR
     np.testing.assert_array_equal(audio.reshape(T, SPF), short.audio.reshape(10, SPF)[idx])
     clip = vs.clip(1)
     assert clip.n_frames == T and clip.padded_frames == 6 and len(clip.audio) == T * SPF
@@ -114,14 +129,34 @@ def test_segments_match_the_decoded_video(prepared) -> None:
         vs.segment(0, 30)  # 30 + 16 > 40
 
 
+def test_segments_read_alone_equal_the_same_frames_read_in_sequence(prepared) -> None:
+    """Every start of every video, read in a shuffled order that jumps between videos (one
+    decoder serves them all), equals the frames of that video decoded from its start."""
+    records, entries, _, spec, _ = prepared
+    cache = PreparedCache(prepared[2].root)  # a fresh reader
+    vs = VideoSet(records, entries, cache, spec)
+    wholes = [cache.load(vs.entry(i)).frames for i in range(len(vs))]
+    pairs = [(i, s) for i in range(len(vs)) for s in range(max(1, vs.n_frames(i) - T + 1))]
+    order = np.random.default_rng(5).permutation(len(pairs))
+    for j in order:
+        i, s = pairs[j]
+        video, _ = vs.segment(i, s)
+        if vs.n_frames(i) >= T:
+            np.testing.assert_array_equal(video, wholes[i][s : s + T])
+        else:
+            np.testing.assert_array_equal(video, wholes[i][np.arange(T) % vs.n_frames(i)])
+    assert len(cache._reader._decoders) == 1
+
+
 def test_modalities_are_honoured(prepared) -> None:
     records, entries, cache, _, _ = prepared
+    fresh = PreparedCache(cache.root)
     audio_only = VideoSet(
-        records, entries, cache, InputSpec(frames=T, size=SIZE, modalities=("audio",))
+        records, entries, fresh, InputSpec(frames=T, size=SIZE, modalities=("audio",))
     )
     video, audio = audio_only.segment(0, 0)
     assert video is None and audio.shape == (T * SPF,)
-    assert audio_only._frames.maps == {}  # the frames file was never opened
+    assert fresh._reader._decoders == {}  # no frame was decoded
     batch = next(audio_only.iter_batches(8))
     assert batch.video is None and batch.audio.shape == (6, T * SPF)
     video_only = VideoSet(
@@ -158,12 +193,13 @@ def test_spec_mismatch_and_missing_entries_are_errors(prepared) -> None:
     )
 
 
-def test_pickles_without_open_maps(prepared) -> None:
+def test_pickles_without_decoders(prepared) -> None:
     records, entries, cache, spec, _ = prepared
     vs = VideoSet(records, entries, cache, spec)
     vs.segment(0, 0)
+    assert vs.cache._reader._decoders
     clone = pickle.loads(pickle.dumps(vs))
-    assert clone._frames.maps == {}
+    assert clone.cache._reader._decoders == {}  # decoders are not pickled: made again there
     np.testing.assert_array_equal(clone.segment(2, 16)[0], vs.segment(2, 16)[0])
 
 

@@ -1,42 +1,59 @@
-"""The preparation cache: every video decoded (and face-cropped) once, read many times.
+"""The preparation cache: every video decoded (and face-cropped) once, stored compressed,
+read many times.
 
 Layout under the cache root (``$AVBENCH_CACHE``, else the user cache folder's
 ``avbench/prepared``)::
 
-    entries/<kk>/<key>/frames.npy   uint8 (N, 3, H, W), read with mmap: a segment read
-                      /audio.npy    float32 (N * spf,)   touches only its own bytes
-                      /meta.json    source facts, padding / face-fallback counts, pipeline
+    entries/<kk>/<key>/video.mp4    the clip's frames as h264 (see CACHE_FORMAT below)
+                      /audio.npy    float32 (N * spf,): the clip's 16 kHz samples, lossless
+                      /meta.json    source facts, padding / face-fallback counts, pipeline,
+                                    each file's size and sha256, the video's packet index
     failures/<key>.json             a file that could not be used: kind and reason
     memo.json                       absolute path + size + mtime_ns -> sha256 of the bytes
     tmp/<host>-<pid>-<random>/      entries being written
 
-``key`` = sha256 of the file's bytes (first 40 hex digits) + the pipeline's key (and, with
-face cropping, the face detector's), so a changed file, pipeline or detector is prepared
-afresh while renamed or copied files are found again. The memo spares re-hashing unchanged
-files on every run. Entries are written into ``tmp/`` and renamed into place, so an
-interrupted prepare leaves no half entry (its temp folder is removed on the next run) and a
-rerun resumes where it stopped. Failures are cached as well, so a bad file is decoded once
-but reported on every run.
+``key`` = sha256 of the file's bytes (first 40 hex digits) + a hash of the pipeline's key
+(with face cropping, the face detector's) and :data:`CACHE_FORMAT`, so a changed file,
+pipeline, detector or cache format is prepared afresh while renamed or copied files are
+found again. The memo spares re-hashing unchanged files on every run. Entries are written
+into ``tmp/`` and renamed into place, so an interrupted prepare (or a full disk) leaves no
+half entry and a rerun resumes where it stopped. :func:`prepare` checks every entry it uses
+against the sizes and checksums in its meta.json; one that does not match (truncated,
+corrupt) is named in one line, removed and prepared again. Failures are cached as well, so a
+bad file is decoded once but reported on every run.
+
+The video is h264 in mp4, 4:2:0, at constant quality (:data:`X264_OPTIONS`) with an IDR
+keyframe at every :data:`GOP`-th frame and no B-frames, so each 16-frame evaluation segment
+decodes alone and any other 16 frames decode from the keyframe before them. It is encoded in
+one thread from frames whose every byte is set (:func:`yuv420p_planes`), so the same clip
+gives the same bytes in every process. Readers (:class:`SegmentReader`) decode the packets of
+a segment with one decoder per process, fed from the packet index in meta.json: no container
+is opened per segment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
+import itertools
 import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from avbench.errors import BadMediaError
+from avbench.errors import AvbenchError, BadMediaError
 from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,10 +61,62 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from avbench.media.face import FaceDetector
 
-CACHE_FORMAT = 1
+#: the stored format; part of every key and recorded in run.json (see :func:`cache_format`)
+CACHE_FORMAT = "h264-crf11-g16/1"
+#: frames from one keyframe to the next: the segment length, so every segment starts a GOP
+GOP = 16
+#: libx264's settings. crf 11 keeps real footage above 40 dB PSNR at about a third of the
+#: size budget; fastdecode (no CABAC, no deblocking) decodes about twice as fast for ~5%
+#: more bytes; veryfast encodes ~3x faster than medium at the same size. One thread and no
+#: macroblock tree: the output is then a function of the input alone (with mbtree on, the
+#: same frames gave other bytes when glibc's MALLOC_PERTURB_ changed what freed memory
+#: holds, so files differed from process to process).
+X264_OPTIONS = {
+    "crf": "11",
+    "preset": "veryfast",
+    "tune": "fastdecode",
+    "g": str(GOP),
+    "keyint_min": str(GOP),
+    "sc_threshold": "0",
+    "bf": "0",
+    "threads": "1",
+    "x264-params": "mbtree=0",
+}
+VIDEO_FILE, AUDIO_FILE, META_FILE = "video.mp4", "audio.npy", "meta.json"
+_MEMO_FORMAT = 1
 _HASH_CHUNK = 1 << 20
 #: a foreign or unparsable temp folder older than this is considered abandoned
 _STALE_TMP_SECONDS = 24 * 3600
+
+
+def cache_format() -> dict[str, Any]:
+    """What a run records about the prepared media it read (run.json)."""
+    return {
+        "format": CACHE_FORMAT,
+        "video": "h264 (libx264) in mp4, yuv420p, BT.601 limited range",
+        "x264": dict(X264_OPTIONS),
+        "gop": GOP,
+        "audio": "float32 .npy (lossless)",
+        "verified": "size and sha256 of every file",
+    }
+
+
+class CacheDiskFullError(AvbenchError, OSError):
+    """The disk (or quota) filled up while an entry was written; the entry was not kept."""
+
+    def __init__(self, filename: str) -> None:
+        OSError.__init__(self, errno.ENOSPC, "disk full", filename)
+
+    def __str__(self) -> str:
+        return (f"{self.filename}: disk full while writing the prepared cache (nothing half "
+                "written is kept); free some space or point AVBENCH_CACHE elsewhere")
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.filename,)
+
+
+class CacheCorruptError(AvbenchError):
+    """A prepared entry that cannot be read as its meta.json says (changed since prepare)."""
 
 
 def default_root() -> Path:
@@ -83,7 +152,7 @@ class MediaProblem:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A prepared video in the cache (small and picklable: paths and numbers only)."""
+    """A prepared video in the cache (small and picklable: paths, numbers and its meta)."""
 
     key: str
     dir: Path
@@ -98,12 +167,12 @@ class CacheEntry:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
-    def frames_path(self) -> Path:
-        return self.dir / "frames.npy"
+    def video_path(self) -> Path:
+        return self.dir / VIDEO_FILE
 
     @property
     def audio_path(self) -> Path:
-        return self.dir / "audio.npy"
+        return self.dir / AUDIO_FILE
 
     @property
     def samples_per_frame(self) -> int:
@@ -129,20 +198,22 @@ class CacheEntry:
 @dataclass
 class PrepareResult:
     """What :func:`prepare` did. ``entries`` and ``problems`` follow the order of the items;
-    every item is in exactly one of them."""
+    every item is in exactly one of them. ``repaired`` names entries that failed their check
+    (size or checksum) and were prepared again."""
 
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     problems: list[MediaProblem] = field(default_factory=list)
     n_cached: int = 0
     n_decoded: int = 0
     seconds: float = 0.0
+    repaired: list[str] = field(default_factory=list)
 
     def problem_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
 
     def report(self, console: Console | None = None, *, limit: int = 20) -> None:
         """Print :meth:`summary` and the first ``limit`` problems (callers decide whether
-        and where; :func:`prepare` itself prints only its progress bar)."""
+        and where; :func:`prepare` itself prints only its progress bar and repairs)."""
         from rich.console import Console
         from rich.markup import escape
 
@@ -159,20 +230,23 @@ class PrepareResult:
             f"{n} videos: {len(self.entries)} prepared, {len(self.problems)} unusable; "
             f"{self.n_cached} from the cache, {self.n_decoded} decoded in {self.seconds:.1f} s"
         )
+        if self.repaired:
+            s += f"; {len(self.repaired)} damaged entries prepared again"
         if self.problems:
             s += " (" + ", ".join(f"{k}: {v}" for k, v in self.problem_counts().items()) + ")"
         return s
 
 
 def pipeline_cache_key(pipeline: Pipeline, face_detector: Any = None) -> str:
-    """The pipeline part of a cache key; includes the face detector when cropping faces."""
+    """The pipeline part of a cache key: the pipeline's key (with the face detector's when
+    cropping faces) and :data:`CACHE_FORMAT`."""
     key = pipeline.key()
     if pipeline.face_crop:
         from avbench.media.face import HaarFaceDetector, detector_key
 
         det = face_detector if face_detector is not None else HaarFaceDetector()
-        key = hashlib.sha256(f"{key}|{detector_key(det)}".encode()).hexdigest()[:12]
-    return key
+        key = f"{key}|{detector_key(det)}"
+    return hashlib.sha256(f"{key}|{CACHE_FORMAT}".encode()).hexdigest()[:12]
 
 
 def hash_file(path: str | Path) -> str:
@@ -184,10 +258,30 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file; a full disk raises :class:`CacheDiskFullError`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except OSError as e:
+        if _disk_full(e):
+            raise CacheDiskFullError(str(path)) from e
+        raise
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        _write_bytes(tmp, text.encode("utf-8"))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -206,6 +300,218 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------------------------
+# the video format
+
+
+def yuv420p_planes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 3, H, W) uint8 RGB (H, W even) -> Y (N, H, W), U and V (N, H/2, W/2) uint8:
+    BT.601 limited range, chroma from the mean of each 2x2 block, in integer arithmetic; the
+    values of :func:`avbench.media.encode.yuv420p_frame`, for many frames at once."""
+    f = frames.astype(np.uint16)
+    y = f[:, 0] * 66
+    y += f[:, 1] * 129
+    y += f[:, 2] * 25
+    y += 128
+    y >>= 8
+    y += 16
+    q = f[:, :, 0::2, 0::2] + f[:, :, 1::2, 0::2]
+    q += f[:, :, 0::2, 1::2]
+    q += f[:, :, 1::2, 1::2]
+    r, g, b = (q[:, c].astype(np.int32) for c in range(3))
+    u = (b * 112 - r * 38 - g * 74 + (512 + (128 << 10))) >> 10
+    v = (r * 112 - g * 94 - b * 18 + (512 + (128 << 10))) >> 10
+    return y.astype(np.uint8), u.astype(np.uint8), v.astype(np.uint8)
+
+
+#: zero bytes after each encoder frame's last plane: libx264 reads a little past the end of
+#: a picture's planes, and what it finds there reaches the stream
+_TAIL = 4096
+
+
+def _encoder_frames(frames: np.ndarray) -> Any:
+    """yuv420p ``av.VideoFrame``s over buffers of our own, every byte of which is set: the
+    planes without row padding, then :data:`_TAIL` zero bytes. (libx264 reads past the
+    last plane of the picture it is given; in a frame allocated by FFmpeg those bytes are
+    uninitialised, and the same clip then gave different files in different processes.)"""
+    import av
+
+    n, _, h, w = frames.shape
+    if h % 16 or w % 16:  # whole macroblocks (4:2:0 needs even sides): repeat the edges
+        frames = np.pad(frames, ((0, 0), (0, 0), (0, -h % 16), (0, -w % 16)), mode="edge")
+        h, w = frames.shape[2:]
+    size = h * w * 3 // 2
+    for g in range(0, n, GOP):
+        y, u, v = yuv420p_planes(frames[g : g + GOP])
+        for k in range(len(y)):
+            buf = np.zeros(size + _TAIL, np.uint8)
+            buf[: h * w] = y[k].reshape(-1)
+            buf[h * w : h * w * 5 // 4] = u[k].reshape(-1)
+            buf[h * w * 5 // 4 : size] = v[k].reshape(-1)
+            yield av.VideoFrame.from_numpy_buffer(buf[:size].reshape(h * 3 // 2, w),
+                                                  format="yuv420p")
+
+
+def encode_video(frames: np.ndarray, fps: int) -> tuple[bytes, dict[str, Any]]:
+    """The frames (N, 3, H, W) uint8 as mp4 bytes, and the packet index meta.json keeps:
+    ``first`` (byte offset of packet 0), ``sizes`` (each frame's packet, in frame order: no
+    B-frames, so decode order is display order), ``extradata`` (hex) and the coded size."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = (x + -x % 16 for x in frames.shape[2:])
+        stream.pix_fmt = "yuv420p"
+        stream.options = dict(X264_OPTIONS)
+        for k, frame in enumerate(_encoder_frames(frames)):
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = buf.getvalue()
+    with av.open(io.BytesIO(data)) as inp:
+        vs = inp.streams.video[0]
+        extradata = bytes(vs.codec_context.extradata or b"")
+        packets = [(p.pos, p.size, p.pts, p.is_keyframe) for p in inp.demux(vs) if p.size]
+        tb = vs.time_base
+    n = len(frames)
+    index = [round(p[2] * tb * fps) for p in packets]
+    keys = [i for i, p in enumerate(packets) if p[3]]
+    contiguous = all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(packets))
+    if index != list(range(n)) or keys != list(range(0, n, GOP)) or not contiguous:
+        raise RuntimeError(  # an encoder that ignored X264_OPTIONS: not a file problem
+            f"the h264 stream has frames {index[:20]}..., keyframes {keys[:8]}..., "
+            f"contiguous={contiguous}; expected {n} frames in order, a keyframe every {GOP}"
+        )
+    index_meta = {
+        "codec": "h264",
+        "coded_width": int(vs.codec_context.width),
+        "coded_height": int(vs.codec_context.height),
+        "extradata": extradata.hex(),
+        "first": int(packets[0][0]),
+        "sizes": [int(p[1]) for p in packets],
+    }
+    return data, index_meta
+
+
+def _npy_bytes(audio: np.ndarray) -> tuple[bytes, int]:
+    """``audio`` as .npy bytes (float32) and the offset of its first sample."""
+    a = np.ascontiguousarray(audio, dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, a)
+    data = buf.getvalue()
+    return data, len(data) - a.nbytes
+
+
+class SegmentReader:
+    """Reads frames and samples of prepared entries.
+
+    One h264 decoder per thread and stream setup (extradata) is kept and reused across
+    entries, flushed before each segment; a segment's packets are read from the file at the
+    offsets in the entry's index, from the keyframe at or before its first frame. Frames come
+    out as uint8 RGB (3, H, W). Nothing is kept when pickled (DataLoader workers build their
+    own)."""
+
+    def __init__(self) -> None:
+        self._decoders: dict[tuple[int, str], Any] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+        self._reformatter: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def _decoder(self, extradata: str) -> Any:
+        key = (threading.get_ident(), extradata)
+        cc = self._decoders.get(key)
+        if cc is None:
+            import av
+
+            cc = av.CodecContext.create("h264", "r")
+            cc.extradata = bytes.fromhex(extradata)
+            cc.thread_type = "NONE"
+            cc.thread_count = 1
+            self._decoders[key] = cc
+        return cc
+
+    def _index(self, entry: CacheEntry) -> tuple[dict[str, Any], np.ndarray]:
+        video = entry.meta.get("video") or {}
+        offsets = self._offsets.get(entry.key)
+        if offsets is None:
+            sizes = np.asarray(video.get("sizes", []), dtype=np.int64)
+            if len(sizes) != entry.n_frames:
+                raise CacheCorruptError(f"prepared entry {entry.dir}: its packet index does "
+                                        f"not list {entry.n_frames} frames")
+            offsets = int(video["first"]) + np.concatenate([[0], np.cumsum(sizes)])
+            if len(self._offsets) > 4096:
+                self._offsets.clear()
+            self._offsets[entry.key] = offsets
+        return video, offsets
+
+    def read_frames(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
+        """Frames ``start`` to ``start + len(out)`` of ``entry`` into ``out`` (T, 3, H, W)."""
+        import av
+
+        count = len(out)
+        if not (start >= 0 and count >= 1 and start + count <= entry.n_frames):
+            raise ValueError(f"frames {start}..{start + count} of a {entry.n_frames}-frame entry")
+        video, offsets = self._index(entry)
+        first = start // GOP * GOP
+        lo, hi = int(offsets[first]), int(offsets[start + count])
+        try:
+            with open(entry.video_path, "rb") as f:
+                f.seek(lo)
+                data = f.read(hi - lo)
+            if len(data) != hi - lo:
+                raise EOFError(f"{len(data)} of {hi - lo} bytes")
+            cc = self._decoder(video["extradata"])
+            cc.flush_buffers()
+            frames = []
+            for j in range(first, start + count):
+                frames += cc.decode(av.Packet(data[offsets[j] - lo : offsets[j + 1] - lo]))
+            if len(frames) < start + count - first:
+                frames += cc.decode(None)  # (a decoder that holds frames back: drain it)
+                cc.flush_buffers()
+        except (OSError, EOFError, av.FFmpegError, ValueError) as e:
+            raise CacheCorruptError(f"prepared entry {entry.dir} cannot be read ({e}); run "
+                                    "`avbench data prepare` to check and prepare it again") from e
+        if len(frames) != start + count - first:
+            raise CacheCorruptError(f"prepared entry {entry.dir}: {len(frames)} frames decoded "
+                                    f"from packets {first}..{start + count - 1}")
+        for k, frame in enumerate(frames[start - first :]):
+            self._rgb(frame, out[k], entry.height, entry.width)
+        return out
+
+    def _rgb(self, frame: Any, dst: np.ndarray, h: int, w: int) -> None:
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        g = self._reformatter.reformat(frame, format="gbrp", threads=1)
+        for c, plane in zip((1, 2, 0), g.planes, strict=True):  # gbrp: G, B, R planes
+            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            dst[c] = rows[:h, :w]
+
+    def read_audio(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
+        """Samples ``start`` to ``start + len(out)`` of ``entry`` into ``out`` (float32)."""
+        total = entry.n_frames * entry.samples_per_frame
+        if not (start >= 0 and start + len(out) <= total):
+            raise ValueError(f"samples {start}..{start + len(out)} of a {total}-sample entry")
+        offset = int((entry.meta.get("audio") or {}).get("offset", 0))
+        want = memoryview(out).cast("B")
+        try:
+            with open(entry.audio_path, "rb") as f:
+                f.seek(offset + 4 * start)
+                got = f.readinto(want)
+        except OSError as e:
+            raise CacheCorruptError(f"prepared entry {entry.dir} cannot be read ({e})") from e
+        if got != len(want):
+            raise CacheCorruptError(f"prepared entry {entry.dir}: {AUDIO_FILE} is truncated")
+        return out
+
+
 class PreparedCache:
     """The prepared-media cache under ``root`` (see the module docs for the layout)."""
 
@@ -213,12 +519,18 @@ class PreparedCache:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self._memo: dict[str, list[Any]] | None = None
         self._memo_new: dict[str, list[Any]] = {}
+        self._reader = SegmentReader()
 
     def __repr__(self) -> str:
         return f"PreparedCache({str(self.root)!r})"
 
     def __getstate__(self) -> dict[str, Any]:  # workers reload the memo if they need it
-        return {"root": self.root, "_memo": None, "_memo_new": {}}
+        return {"root": self.root, "_memo": None, "_memo_new": {}, "_reader": SegmentReader()}
+
+    @staticmethod
+    def format_info() -> dict[str, Any]:
+        """What run.json records about the cache format (:func:`cache_format`)."""
+        return cache_format()
 
     # ---- folders
 
@@ -250,7 +562,7 @@ class PreparedCache:
         if self._memo is None:
             try:
                 data = json.loads(self.memo_path.read_text(encoding="utf-8"))
-                files = data.get("files", {}) if data.get("format") == CACHE_FORMAT else {}
+                files = data.get("files", {}) if data.get("format") == _MEMO_FORMAT else {}
             except (OSError, ValueError, AttributeError):
                 files = {}
             self._memo = files if isinstance(files, dict) else {}
@@ -282,7 +594,7 @@ class PreparedCache:
         self._memo = None
         merged = self._load_memo()  # what is on disk now
         merged.update(self._memo_new)
-        text = json.dumps({"format": CACHE_FORMAT, "files": merged}, separators=(",", ":"))
+        text = json.dumps({"format": _MEMO_FORMAT, "files": merged}, separators=(",", ":"))
         _atomic_write_text(self.memo_path, text)
         self._memo_new = {}
 
@@ -294,15 +606,53 @@ class PreparedCache:
 
     # ---- lookups
 
-    def entry_by_key(self, key: str) -> CacheEntry | None:
+    def check_entry(self, key: str, *, checksums: bool = True) -> tuple[CacheEntry | None, str]:
+        """``(entry, "")`` for a sound entry, ``(None, "")`` when there is none, and
+        ``(None, reason)`` when one is there but does not match its meta.json (a file
+        missing, truncated, of another size or, with ``checksums``, other bytes)."""
         folder = self.entry_dir(key)
         try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
-            return None
-        return CacheEntry.from_meta(folder, meta)
+            text = (folder / META_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None, ("no meta.json" if folder.is_dir() else "")
+        except OSError as e:
+            return None, f"meta.json cannot be read ({e.strerror or type(e).__name__})"
+        try:
+            meta = json.loads(text)
+            if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+                return None, "meta.json is of another format or key"
+            entry = CacheEntry.from_meta(folder, meta)
+            files = {name: meta["files"][name] for name in (VIDEO_FILE, AUDIO_FILE)}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None, "meta.json is damaged"
+        for name, want in files.items():
+            try:
+                size = (folder / name).stat().st_size
+            except OSError:
+                return None, f"{name} is missing"
+            if size != want.get("size"):
+                return None, f"{name} has {size} bytes, meta.json says {want.get('size')}"
+            if checksums and hash_file(folder / name) != want.get("sha256"):
+                return None, f"{name} does not match its checksum"
+        return entry, ""
+
+    def entry_by_key(self, key: str, *, checksums: bool = False) -> CacheEntry | None:
+        """The entry ``key`` if it is there and its files have the recorded sizes (and,
+        with ``checksums``, bytes); None otherwise."""
+        return self.check_entry(key, checksums=checksums)[0]
+
+    def remove_entry(self, key: str) -> None:
+        """Take entry ``key`` away (renamed out of ``entries/`` first, then deleted)."""
+        folder = self.entry_dir(key)
+        if not folder.exists():
+            return
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        gone = self.tmp_dir / f"{socket.gethostname()}-{os.getpid()}-rm{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(folder, gone)
+        except OSError:
+            gone = folder
+        shutil.rmtree(gone, ignore_errors=True)
 
     def failure_by_key(self, key: str) -> tuple[str, str] | None:
         """(kind, reason) of a cached failure, or None."""
@@ -335,15 +685,20 @@ class PreparedCache:
 
     # ---- reading
 
-    def open_arrays(self, entry: CacheEntry) -> tuple[np.ndarray, np.ndarray]:
-        """The entry's frames and audio, memory-mapped read-only."""
-        frames = np.load(entry.frames_path, mmap_mode="r")
-        audio = np.load(entry.audio_path, mmap_mode="r")
-        return frames, audio
+    def read_frames(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
+        """Frames ``start .. start + len(out)`` of ``entry`` as uint8 RGB into ``out``."""
+        return self._reader.read_frames(entry, start, out)
+
+    def read_audio(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
+        """Samples ``start .. start + len(out)`` of ``entry`` into ``out`` (float32)."""
+        return self._reader.read_audio(entry, start, out)
 
     def load(self, entry: CacheEntry) -> Clip:
-        """The entry as a :class:`Clip` whose arrays are memory-mapped (nothing read yet)."""
-        frames, audio = self.open_arrays(entry)
+        """The entry as a :class:`Clip`, every frame decoded."""
+        frames = np.empty((entry.n_frames, 3, entry.height, entry.width), dtype=np.uint8)
+        audio = np.empty(entry.n_frames * entry.samples_per_frame, dtype=np.float32)
+        self.read_frames(entry, 0, frames)
+        self.read_audio(entry, 0, audio)
         m = entry.meta
         return Clip(
             frames=frames,
@@ -364,10 +719,15 @@ class PreparedCache:
     # ---- writing
 
     def _new_tmp(self) -> Path:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path = self.tmp_dir / name
-        path.mkdir()
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            path = self.tmp_dir / name
+            path.mkdir()
+        except OSError as e:
+            if _disk_full(e):
+                raise CacheDiskFullError(str(self.tmp_dir)) from e
+            raise
         return path
 
     def write_entry(
@@ -380,30 +740,38 @@ class PreparedCache:
         face_detector: str | None = None,
         source_name: str = "",
     ) -> CacheEntry:
-        """Write ``clip`` as entry ``key``: into a temp folder, then renamed into place."""
+        """Write ``clip`` as entry ``key``: encoded, into a temp folder, then renamed into
+        place. A full disk raises :class:`CacheDiskFullError` and leaves nothing behind."""
+        video, index = encode_video(np.asarray(clip.frames), clip.fps)
+        audio, offset = _npy_bytes(clip.audio)
+        meta = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "content_hash": content_hash,
+            "pipeline": pipeline.to_dict(),
+            "pipeline_key": pipeline.key(),
+            "pipeline_version": PIPELINE_VERSION,
+            "face_detector": face_detector,
+            "source_name": source_name,
+            **clip.facts(),
+            "files": {
+                name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                for name, data in ((VIDEO_FILE, video), (AUDIO_FILE, audio))
+            },
+            "video": index,
+            "audio": {"dtype": "float32", "offset": offset},
+        }
         tmp = self._new_tmp()
         try:
-            np.save(tmp / "frames.npy", np.ascontiguousarray(clip.frames, dtype=np.uint8))
-            np.save(tmp / "audio.npy", np.ascontiguousarray(clip.audio, dtype=np.float32))
-            meta = {
-                "format": CACHE_FORMAT,
-                "key": key,
-                "content_hash": content_hash,
-                "pipeline": pipeline.to_dict(),
-                "pipeline_key": pipeline.key(),
-                "pipeline_version": PIPELINE_VERSION,
-                "face_detector": face_detector,
-                "source_name": source_name,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                **clip.facts(),
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            _write_bytes(tmp / VIDEO_FILE, video)
+            _write_bytes(tmp / AUDIO_FILE, audio)
+            _write_bytes(tmp / META_FILE, json.dumps(meta, indent=1, sort_keys=True).encode())
             final = self.entry_dir(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not (final / "meta.json").exists():
+                if not (final / META_FILE).exists():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # another process wrote it first
         except BaseException:
@@ -464,9 +832,6 @@ def _prepare_job(
 ) -> tuple[str, CacheEntry | None, str, str]:
     """Decode one file into the cache (runs in a worker process when workers > 0).
     Returns (key, entry, kind, reason): entry None and kind/reason set for a bad file."""
-    from avbench.allocator import keep_freed_memory
-
-    keep_freed_memory()  # each clip's frame buffer reuses the last one's memory
     cache = PreparedCache(root)
     name = Path(path).name
     try:
@@ -488,6 +853,13 @@ def _prepare_job(
         key, clip, pipeline, content_hash=content_hash, face_detector=det, source_name=name
     )
     return key, entry, "", ""
+
+
+def _say(console: Console | None, line: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    (console or Console(stderr=True)).print(f"[yellow]{escape(line)}[/]")
 
 
 def _progress(enabled: bool, console: Console | None) -> Any:
@@ -529,8 +901,10 @@ def prepare(
     identical files are decoded once. ``workers > 0`` decodes in that many processes (spawn
     start method, safe alongside torch and threads), ``workers < 0`` as many as
     :func:`prepare_workers` picks for the machine, 0 in this process. Every unusable file is in
-    ``problems`` on every run, with its kind and reason. Interrupting (Ctrl-C) leaves
-    finished entries in place and no half entry: run it again to resume.
+    ``problems`` on every run, with its kind and reason. Every entry used is checked
+    against its recorded sizes and checksums; a damaged one is named in one line (on
+    ``console``), removed and prepared again (``repaired``). Interrupting (Ctrl-C) or a full
+    disk leaves finished entries in place and no half entry: run it again to resume.
     """
     started = time.perf_counter()
     cache = cache if cache is not None else PreparedCache()
@@ -564,10 +938,16 @@ def prepare(
                 keys[vid] = key
                 if key in outcome or key in pending:
                     continue
-                entry = cache.entry_by_key(key)
+                entry, damage = cache.check_entry(key)
                 if entry is not None:
                     outcome[key] = (entry, "", "")
                     continue
+                if damage:
+                    line = (f"prepared entry {cache.entry_dir(key)} ({vid}): {damage}; "
+                            "removed, preparing it again")
+                    result.repaired.append(line)
+                    _say(console, line)
+                    cache.remove_entry(key)
                 failed = cache.failure_by_key(key)
                 if failed is not None:
                     outcome[key] = (None, *failed)
@@ -607,18 +987,14 @@ FILES_PER_WORKER = 32
 
 
 def prepare_workers(requested: int, n_files: int) -> int:
-    """Decoding processes for ``n_files``: ``requested`` when it is 0 or more; otherwise,
-    on more than two cores, one per core this process may use (each then decodes on its
-    own, which gives the most clips per core: docs/benchmarks.md), at most one per
-    :data:`FILES_PER_WORKER` files; and none (decode here) on two cores or fewer, or where
-    that comes to one process: here a file's audio and frame conversion run beside its
-    video on the second core (avbench.media.decode)."""
+    """Preparing processes for ``n_files``: ``requested`` when it is 0 or more; otherwise one
+    per core this process may use (a file is decoded and encoded in one thread: processes
+    give the most clips per core, docs/benchmarks.md), at most one per
+    :data:`FILES_PER_WORKER` files, and none (prepare here) where that comes to one."""
     if requested >= 0:
         return requested
-    from avbench.media.decode import available_cores
-
-    cores = available_cores()
-    n = min(cores, n_files // FILES_PER_WORKER) if cores > 2 else 0
+    cores = _available_cores()
+    n = min(cores, n_files // FILES_PER_WORKER)
     return n if n > 1 else 0
 
 
@@ -635,9 +1011,7 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    from avbench.media.decode import available_cores
-
-    share = max(1, available_cores() // workers)
+    share = max(1, _available_cores() // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                initializer=_worker_init, initargs=(share,))
     futures = {pool.submit(fn, *job): job for job in jobs}
@@ -665,11 +1039,22 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
             yield _isolated(fn, job, ctx)
 
 
-def _worker_init(cores: int) -> None:
-    """A decoding process decodes on its share of the cores (see decoder_threading)."""
-    from avbench.media.decode import set_decoding_cores
+def _available_cores() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
-    set_decoding_cores(cores)
+
+def _worker_init(cores: int) -> None:
+    """A decoding process decodes on its share of the cores, where the decoder takes a
+    share (:func:`avbench.media.decode.set_decoding_cores`, if this decode has it)."""
+    import avbench.media.decode as decode_module
+
+    share = getattr(decode_module, "set_decoding_cores", None)
+    if share is not None:
+        share(cores)
 
 
 def _isolated(fn: Any, job: tuple[Any, ...], ctx: Any) -> tuple[str, CacheEntry | None, str, str]:

@@ -1,15 +1,16 @@
 """A split's videos over prepared cache entries: what ``Detector.fit`` and ``evaluate`` read.
 
 :class:`VideoSet` implements :class:`avbench.detector.VideoSetLike`. Segments are read from
-the memory-mapped cache arrays (only the frames and samples of the segment, and only the
-modalities the detector's :class:`~avbench.detector.InputSpec` reads). A video shorter than
-one segment is loop-padded to ``spec.frames`` frames and the padding is reported by
-:meth:`VideoSet.padded_frames`.
+the compressed cache entries (:class:`~avbench.media.cache.SegmentReader`: only the packets
+from the keyframe before the segment, only the audio samples of the segment, and only the
+modalities the detector's :class:`~avbench.detector.InputSpec` reads). A segment may start at
+any frame (training draws any start; evaluation segments start at multiples of 16, each a
+GOP of its own: docs/decisions.md). A video shorter than one segment is loop-padded to
+``spec.frames`` frames and the padding is reported by :meth:`VideoSet.padded_frames`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,33 +24,11 @@ from avbench.media.segments import eval_starts, loop_pad, random_start
 from avbench.media.segments import n_segments as _n_segments
 from avbench.records import VideoRecord
 
-#: memory maps kept open per process and modality (each holds a file descriptor)
-OPEN_MAPS = 32
-
 
 def pipeline_for_spec(spec: InputSpec, **kwargs: Any) -> Pipeline:
     """The :class:`Pipeline` that prepares media for a detector reading ``spec``
     (``max_seconds`` / ``face_crop`` as keyword arguments)."""
     return Pipeline(fps=spec.fps, sample_rate=spec.sample_rate, size=spec.size, **kwargs)
-
-
-class _Maps:
-    """A small LRU of open memory maps (read lazily; dropped when pickled)."""
-
-    def __init__(self, capacity: int = OPEN_MAPS) -> None:
-        self.capacity = capacity
-        self.maps: OrderedDict[Any, np.ndarray] = OrderedDict()
-
-    def get(self, path: Any) -> np.ndarray:
-        arr = self.maps.get(path)
-        if arr is None:
-            arr = np.load(path, mmap_mode="r")
-            self.maps[path] = arr
-            if len(self.maps) > self.capacity:
-                self.maps.popitem(last=False)
-        else:
-            self.maps.move_to_end(path)
-        return arr
 
 
 class VideoSet:
@@ -83,8 +62,6 @@ class VideoSet:
         self.label = np.array([r.label for r in self.records], dtype=np.int64)
         self.label_v = np.array([r.label_v for r in self.records], dtype=np.int64)
         self.label_a = np.array([r.label_a for r in self.records], dtype=np.int64)
-        self._frames = _Maps()
-        self._audio = _Maps()
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
 
     def _check_spec(self) -> None:
@@ -103,12 +80,6 @@ class VideoSet:
                 f"size={spec.size}x{spec.size}); prepare them with Pipeline(fps={spec.fps}, "
                 f"sample_rate={spec.sample_rate}, size={spec.size})"
             )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_frames"] = _Maps()
-        state["_audio"] = _Maps()
-        return state
 
     def __len__(self) -> int:
         return len(self.records)
@@ -137,7 +108,7 @@ class VideoSet:
         return max(0, self.spec.frames - int(self._n[i]))
 
     def clip(self, i: int) -> Clip:
-        """Video ``i`` whole (memory-mapped), loop-padded to one segment when short."""
+        """Video ``i`` whole (every frame decoded), loop-padded to one segment when short."""
         clip = self.cache.load(self._entries[i])
         if clip.n_frames < self.spec.frames:
             frames, audio, pad = loop_pad(
@@ -177,12 +148,16 @@ class VideoSet:
         n = int(self._n[i])
         if n >= T:
             if video_out is not None:
-                video_out[...] = self._frames.get(entry.frames_path)[start : start + T]
+                self.cache.read_frames(entry, start, video_out)
             if audio_out is not None:
-                audio_out[...] = self._audio.get(entry.audio_path)[start * spf : (start + T) * spf]
+                self.cache.read_audio(entry, start * spf, audio_out)
             return
-        frames = self._frames.get(entry.frames_path) if video_out is not None else None
-        audio = self._audio.get(entry.audio_path) if audio_out is not None else None
+        frames = audio = None
+        if video_out is not None:
+            frames = np.empty((n, *video_out.shape[1:]), dtype=np.uint8)
+            self.cache.read_frames(entry, 0, frames)
+        if audio_out is not None:
+            audio = self.cache.read_audio(entry, 0, np.empty(n * spf, dtype=np.float32))
         frames, audio, _ = loop_pad(frames, audio, T, spf)
         if video_out is not None:
             video_out[...] = frames
