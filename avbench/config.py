@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from avbench.errors import ConfigError
@@ -103,12 +104,59 @@ def apply_overrides(config: Any, overrides: dict[str, Any], who: str = "config")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    """A config dataclass (or an already resolved config dict) as a plain dict."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise ConfigError(f"a detector config must be a dataclass (or a dict), not "
+                      f"{type(config).__name__}")
+
+
+def _canonical(value: Any, key: str) -> Any:
+    """``value`` as JSON with one spelling per value: tuples as lists, sets sorted, paths as
+    text, enums by value; anything else must be a JSON scalar or print the same way in every
+    process (no ``<object at 0x...>``)."""
+    import enum
+    from pathlib import PurePath
+
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) \
+            else repr(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _canonical(dataclasses.asdict(value), key)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v, key) for v in value]
+    if isinstance(value, set | frozenset):
+        import json
+
+        items = [_canonical(v, key) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value, key)
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _canonical(value.item(), key)
+    text = str(value)
+    if " at 0x" in text:
+        raise ConfigError(f"config value {key} ({type(value).__name__}) cannot be hashed: it "
+                          f"prints differently in every process")
+    return text
 
 
 def config_hash(config: Any) -> str:
+    """16 hex digits of SHA-256 over the resolved config (a config dataclass, or its dict
+    as :func:`config_to_dict` and ``engine.run.portable`` give it): equal configs give equal
+    hashes in every process, whatever ``PYTHONHASHSEED``; configs differing in one value do
+    not."""
     import hashlib
     import json
 
-    blob = json.dumps(config_to_dict(config), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    canon = _canonical(config_to_dict(config), "config")
+    blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -18,19 +18,21 @@ in place.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import secrets
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avbench.errors import ResultsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the identity block, error_kind; records are read strictly
 SCORE_COLUMNS = (
     "id", "dataset", "label", "label_v", "label_a", "type", "method", "category", "group",
     "score", "score_v", "score_a", "n_segments", "padded_frames",
@@ -93,16 +95,198 @@ def run_folder(out: Path, protocol: str, fold: str | None, detector: str, run_id
     return ensure_inside(out, Path(*parts), what="run folder", error=ResultsError)
 
 
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same experiment (``run.json``'s ``identity`` block).
+
+    ``--resume`` continues only a run of the same identity, and a table cell shows runs of one
+    identity only (with ``--aggregate mean``: of one identity up to the seed). Every field is
+    derived from the rest of the record (:meth:`RunRecord.identity`), so the block can never
+    say something the record does not."""
+
+    detector: str
+    config_hash: str
+    protocol: str
+    protocol_version: str
+    protocol_file_hash: str
+    fold: str
+    seed: int
+    datasets: tuple[tuple[str, str], ...]  # (dataset name, fingerprint), sorted by name
+    avbench: str
+    plugin: str
+    plugin_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["datasets"] = dict(self.datasets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "identity") -> RunIdentity:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is not an object")
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                raise ValueError(f"{where} has no {f.name!r}")
+            v = d[f.name]
+            if f.name == "seed":
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise ValueError(f"{where}.seed {v!r} is not an integer")
+            elif f.name == "datasets":
+                if not isinstance(v, dict) or not all(
+                        isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+                    raise ValueError(f"{where}.datasets is not an object of fingerprints")
+                v = tuple(sorted(v.items()))
+            elif not isinstance(v, str):
+                raise ValueError(f"{where}.{f.name} {v!r} is not a string")
+            kw[f.name] = v
+        return cls(**kw)
+
+    def differences(self, other: RunIdentity) -> list[tuple[str, Any, Any]]:
+        """``(field, mine, theirs)`` for every field that differs, in field order; datasets
+        are compared per dataset (``datasets.<name>``)."""
+        out: list[tuple[str, Any, Any]] = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a == b:
+                continue
+            if f.name == "datasets":
+                da, db = dict(a), dict(b)
+                for k in sorted(set(da) | set(db)):
+                    if da.get(k) != db.get(k):
+                        out.append((f"datasets.{k}", da.get(k), db.get(k)))
+            else:
+                out.append((f.name, a, b))
+        return out
+
+    def describe_differences(self, other: RunIdentity) -> str:
+        """``"config_hash (ab12cd34 -> ef56ab78), seed (0 -> 1)"``: what ``other`` changes."""
+        return ", ".join(f"{k} ({_short(a)} -> {_short(b)})"
+                         for k, a, b in self.differences(other))
+
+    def without_seed(self) -> RunIdentity:
+        """The identity shared by the runs ``--aggregate mean`` averages over."""
+        return dataclasses.replace(self, seed=-1)
+
+    def label(self) -> str:
+        """Short, for footnotes: ``config 1a2b3c4d, protocol intra v1``."""
+        return (f"config {self.config_hash[:8] or '?'}, protocol {self.protocol} "
+                f"v{self.protocol_version}")
+
+
+def _short(v: Any) -> str:
+    if v is None or v == "":
+        return "none"
+    s = str(v)
+    return s[:8] if len(s) > 12 and all(c in "0123456789abcdef" for c in s) else s
+
+
+# JSON key -> (attribute, accepted types, default factory). Order = order in run.json.
+def _d() -> dict[str, Any]:
+    return {}
+
+
+_FIELDS: dict[str, tuple[str, tuple[type, ...], Any]] = {
+    "schema": ("schema", (int,), lambda: SCHEMA_VERSION),
+    "run_id": ("run_id", (str,), lambda: ""),
+    "status": ("status", (str,), lambda: "incomplete"),
+    "created": ("created", (str,), lambda: ""),
+    "command": ("command", (list,), list),
+    "detector": ("detector_info", (dict,), _d),
+    "protocol": ("protocol_info", (dict,), _d),
+    "splits": ("splits", (dict,), _d),
+    "datasets": ("datasets", (dict,), _d),
+    "seed": ("seed", (int,), lambda: 0),
+    "device": ("device", (str,), lambda: ""),
+    "world_size": ("world_size", (int,), lambda: 1),
+    "git_commit": ("git_commit", (str, type(None)), lambda: None),
+    "versions": ("versions", (dict,), _d),
+    "resumed": ("resumed", (bool,), lambda: False),
+    "skipped_media": ("skipped_media", (dict, type(None)), lambda: None),
+    "checkpoint": ("checkpoint", (dict, type(None)), lambda: None),
+    "timings": ("timings", (dict, type(None)), lambda: None),
+    "describe": ("describe", (dict, type(None)), lambda: None),
+    "n_test_videos": ("n_test_videos", (int, type(None)), lambda: None),
+    "finished": ("finished", (str, type(None)), lambda: None),
+    "error": ("error", (str, type(None)), lambda: None),
+    "error_kind": ("error_kind", (str, type(None)), lambda: None),
+}
+STATUSES = ("incomplete", "complete", "failed")
+# error_kind of a run that failed on a checkpoint it cannot read: --resume never picks it again
+CHECKPOINT_ERROR = "checkpoint"
+
+
 @dataclass
 class RunRecord:
-    """A run folder as found on disk."""
+    """``run.json``: one run, as written by ``avbench run`` and read by ``--resume`` and
+    ``avbench table`` (through :meth:`to_json` / :meth:`from_json`, the same code both ways).
 
-    path: Path
-    info: dict[str, Any]
+    JSON keys are those of the fields, except ``detector`` (``detector_info``: name, plugin,
+    config, config_hash, input_spec, ...) and ``protocol`` (``protocol_info``: name, version,
+    fold, file_hash, ...); ``identity`` is derived (:attr:`identity`), written for readers and
+    checked against the rest when read. Keys this version does not know are kept in
+    ``extra`` and written back unchanged. ``path`` is the run folder (not written).
+    """
+
+    run_id: str = ""
+    status: str = "incomplete"
+    created: str = ""
+    command: list[str] = field(default_factory=list)
+    detector_info: dict[str, Any] = field(default_factory=dict)
+    protocol_info: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = ""
+    world_size: int = 1
+    git_commit: str | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+    skipped_media: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    describe: dict[str, Any] | None = None
+    n_test_videos: int | None = None
+    finished: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    # -- identity -------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
-        return str(self.info.get("status", "incomplete"))
+    def identity(self) -> RunIdentity:
+        det, proto = self.detector_info, self.protocol_info
+        plugin = str(det.get("plugin") or "")
+        pv = self.versions.get("plugin")
+        plugin_version = str(pv.get("version") or "") if isinstance(pv, dict) else ""
+        return RunIdentity(
+            detector=str(det.get("name", "")),
+            config_hash=str(det.get("config_hash") or ""),
+            protocol=str(proto.get("name", "")),
+            protocol_version=str(proto.get("version", "")),
+            protocol_file_hash=str(proto.get("file_hash") or ""),
+            fold=str(proto.get("fold") or ALL_FOLDS),
+            seed=self.seed,
+            datasets=tuple(sorted(
+                (str(k), str(v.get("fingerprint") or "") if isinstance(v, dict) else "")
+                for k, v in self.datasets.items())),
+            avbench=str(self.versions.get("avbench") or ""),
+            plugin=plugin,
+            plugin_version=plugin_version,
+        )
+
+    # -- the names tables use ---------------------------------------------------------------
 
     @property
     def complete(self) -> bool:
@@ -110,39 +294,276 @@ class RunRecord:
 
     @property
     def detector(self) -> str:
-        return str(self.info.get("detector", {}).get("name", self.path.parent.name))
+        return str(self.detector_info.get("name") or (self.path.parent.name if self.path else ""))
 
     @property
     def protocol(self) -> str:
-        return str(self.info.get("protocol", {}).get("name", ""))
+        return str(self.protocol_info.get("name", ""))
 
     @property
     def protocol_version(self) -> str:
-        return str(self.info.get("protocol", {}).get("version", ""))
+        return str(self.protocol_info.get("version", ""))
 
     @property
     def fold(self) -> str:
-        return str(self.info.get("protocol", {}).get("fold") or ALL_FOLDS)
+        return str(self.protocol_info.get("fold") or ALL_FOLDS)
 
     @property
-    def finished(self) -> str:
-        return str(self.info.get("finished") or self.info.get("created") or "")
+    def config_hash(self) -> str:
+        return str(self.detector_info.get("config_hash") or "")
+
+    @property
+    def when(self) -> str:
+        """When the run ended (or began): for ordering runs by recency."""
+        return str(self.finished or self.created or "")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The record as a plain dict (a copy: changing it changes nothing)."""
+        return self.to_dict()
+
+    @property
+    def resumable(self) -> bool:
+        """Not complete, and not failed on a checkpoint that cannot be read."""
+        return not self.complete and self.error_kind != CHECKPOINT_ERROR
 
     def scores(self) -> Any:
+        if self.path is None:
+            raise ResultsError("this run record has no folder")
         return load_scores(self.path)
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, (attr, _, _) in _FIELDS.items():
+            out[key] = copy.deepcopy(getattr(self, attr))
+        out["identity"] = self.identity.to_dict()
+        for k, v in self.extra.items():
+            out.setdefault(k, copy.deepcopy(v))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+
+    def write(self, run_dir: Path | None = None) -> Path:
+        """Write ``run.json`` atomically into ``run_dir`` (default: :attr:`path`)."""
+        run_dir = Path(run_dir) if run_dir is not None else self.path
+        if run_dir is None:
+            raise ResultsError("this run record has no folder to be written to")
+        f = run_dir / "run.json"
+        atomic_write_text(f, self.to_json())
+        return f
+
+    @classmethod
+    def from_dict(cls, d: Any, path: Path | None = None) -> RunRecord:
+        """A record from ``run.json``'s dict; a :class:`ResultsError` naming the file
+        (``path``/run.json) when its schema is not this version's or a field is malformed."""
+        where = f"{Path(path) / 'run.json'}" if path is not None else "run.json"
+        try:
+            return cls._from_dict(d, path)
+        except ValueError as e:
+            raise ResultsError(f"{where}: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, d: Any, path: Path | None) -> RunRecord:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, not {type(d).__name__}")
+        schema = d.get("schema", _MISSING)
+        if schema is _MISSING:
+            raise ValueError(f"no schema version (written before schema {SCHEMA_VERSION}, "
+                             f"or not by avbench); run it again")
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ValueError(f"schema {schema!r} is not a version number")
+        if schema < SCHEMA_VERSION:
+            raise ValueError(f"schema {schema} is older than this avbench's ({SCHEMA_VERSION}); "
+                             f"run it again")
+        if schema > SCHEMA_VERSION:
+            raise ValueError(f"schema {schema} is newer than this avbench's "
+                             f"({SCHEMA_VERSION}); update avbench to read it")
+        kw: dict[str, Any] = {}
+        for key, (attr, types, default) in _FIELDS.items():
+            if key not in d:
+                kw[attr] = default()
+                continue
+            v = d[key]
+            ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ValueError(f"{key!r} is {type(v).__name__}, expected {names}")
+            kw[attr] = copy.deepcopy(v)
+        det, proto = kw["detector_info"], kw["protocol_info"]
+        if not isinstance(det.get("name"), str) or not det["name"]:
+            raise ValueError("no detector name")
+        for k in ("name", "version"):
+            if not isinstance(proto.get(k), str) or not proto[k]:
+                raise ValueError(f"no protocol {k}")
+        if kw["status"] not in STATUSES:
+            raise ValueError(f"status {kw['status']!r} is not one of {', '.join(STATUSES)}")
+        if "identity" not in d:
+            raise ValueError("no identity block")
+        kw["extra"] = {k: copy.deepcopy(v) for k, v in d.items()
+                       if k not in _FIELDS and k != "identity"}
+        rec = cls(**kw, path=Path(path) if path is not None else None)
+        stored = RunIdentity.from_dict(d["identity"])
+        diff = rec.identity.differences(stored)
+        if diff:
+            k, mine, theirs = diff[0]
+            raise ValueError(f"the identity block disagrees with the record in {k} "
+                             f"(record {_short(mine)}, identity {_short(theirs)})")
+        return rec
+
+    @classmethod
+    def from_json(cls, text: str, path: Path | None = None) -> RunRecord:
+        where = f"{Path(path) / 'run.json'}" if path is not None else "run.json"
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ResultsError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise ResultsError(f"{where}: not valid JSON (nested too deeply)") from None
+        return cls.from_dict(d, path)
 
 
 def read_run(path: Path) -> RunRecord:
+    """The record in ``path``/run.json (a :class:`ResultsError` naming the file if it cannot
+    be read)."""
     f = Path(path) / "run.json"
     try:
-        info = json.loads(f.read_text(encoding="utf-8"))
+        text = f.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ResultsError(f"{f}: no run.json (not a run folder)") from None
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(info, dict):
-        raise ResultsError(f"{f}: expected a JSON object")
-    return RunRecord(Path(path), info)
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{f}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ResultsError(f"{f}: cannot be read ({e.strerror or type(e).__name__})") from None
+    return RunRecord.from_json(text, Path(path))
+
+
+class RunLockedError(ResultsError):
+    """Another process holds the run folder (``run.lock``); the message names its pid."""
+
+    def __init__(self, run_dir: Path, pid: int | None):
+        self.run_dir = Path(run_dir)
+        self.pid = pid
+        who = f"pid {pid}" if pid is not None else "a process whose pid is not yet written"
+        super().__init__(f"{self.run_dir}: in use by another avbench process ({who}); "
+                         f"wait for it to end, or stop it")
+
+
+LOCK_NAME = "run.lock"
+try:
+    import fcntl as _fcntl  # noqa: F401
+
+    _HAVE_FCNTL = True
+except ImportError:  # pragma: no cover - Windows
+    _HAVE_FCNTL = False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_pid(f: Path) -> int | None:
+    try:
+        text = f.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class RunLock:
+    """Keeps every other process out of a run folder while this one writes into it.
+
+    ``run.lock`` is created with ``O_CREAT | O_EXCL`` and holds the owner's pid; where the
+    platform has ``fcntl`` the owner also holds an exclusive ``flock`` on it, which the kernel
+    drops when the owner dies. A lock left by a dead process (its pid gone, or, with
+    ``fcntl``, no ``flock`` on it) is taken over; a live holder gives :class:`RunLockedError`
+    naming its pid. Use as a context manager; the file is removed on release.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.file = self.run_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            except FileExistsError:
+                if self._take_over_stale():
+                    continue
+                raise RunLockedError(self.run_dir, _read_pid(self.file)) from None
+            self._flock(fd, wait=True)  # others hold it only for a moment, to check it
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise RunLockedError(self.run_dir, _read_pid(self.file))
+
+    @staticmethod
+    def _flock(fd: int, wait: bool = False) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: the pid alone decides
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            return False
+        return True
+
+    def _take_over_stale(self) -> bool:
+        """Remove a lock whose holder is dead; ``True`` if it was removed (or is gone)."""
+        try:
+            fd = os.open(self.file, os.O_RDWR)
+        except FileNotFoundError:
+            return True  # released in between: try again
+        try:
+            pid = _read_pid(self.file)
+            if _HAVE_FCNTL:
+                if not self._flock(fd):
+                    return False  # its holder is alive (the kernel drops a dead one's flock)
+                if pid is None and time.time() - os.fstat(fd).st_mtime < 5.0:
+                    return False  # just created, its pid not yet written
+            elif pid is not None and _pid_alive(pid):  # pragma: no cover - Windows
+                return False
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.file).st_ino:
+                    self.file.unlink()
+            except FileNotFoundError:
+                pass
+            return True
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if _read_pid(self.file) == os.getpid():
+                self.file.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def iter_runs(root: Path) -> Iterator[RunRecord | ResultsError]:

@@ -21,9 +21,18 @@ from typing import Any
 from avbench.config import config_hash, config_to_dict
 from avbench.detector import Detector, RunContext
 from avbench.engine import distributed
-from avbench.errors import AvbenchError, BadMediaError, LeakageError, ResultsError
+from avbench.errors import (
+    AvbenchError,
+    BadMediaError,
+    CheckpointError,
+    LeakageError,
+    ResultsError,
+)
 from avbench.results import (
-    SCHEMA_VERSION,
+    CHECKPOINT_ERROR,
+    RunIdentity,
+    RunLock,
+    RunRecord,
     atomic_write_json,
     new_run_id,
     read_run,
@@ -93,12 +102,14 @@ def _versions(info: Any) -> dict[str, Any]:
         if m is not None:
             v[mod] = getattr(m, "__version__", "?")
     plugin = info.plugin
-    if plugin and plugin != "avbench.builtin":
+    if plugin == "avbench.builtin":
+        v["plugin"] = {"name": plugin, "version": avbench.__version__}
+    elif plugin:
         for dist in ("avbench-" + plugin, plugin):
             try:
                 v["plugin"] = {"name": plugin, "version": metadata.version(dist)}
                 break
-            except metadata.PackageNotFoundError:
+            except (metadata.PackageNotFoundError, ValueError):
                 continue
         else:
             v["plugin"] = {"name": plugin}
@@ -138,22 +149,58 @@ def portable_command(argv: list[str]) -> list[str]:
     return out
 
 
+@dataclass
+class ResumeChoice:
+    """What ``--resume`` found: the run folder to continue (``None``: start a new run) and
+    the one line to print about it (``None``: nothing to say)."""
+
+    run_dir: Path | None
+    message: str | None
+
+
 def find_resumable(out: Path, protocol: str, fold: str | None, detector: str,
-                   chash: str, seed: int) -> Path | None:
-    """The newest incomplete run of the same detector/config/seed on the same fold."""
+                   identity: RunIdentity) -> ResumeChoice:
+    """The newest run of the same identity on the same fold that may be continued: not
+    complete, and not failed on a checkpoint that cannot be read. When there is none, the
+    message says why the closest candidate was not taken (what differed), in one line."""
     base = run_folder(out, protocol, fold, detector, "x").parent
     if not base.is_dir():
-        return None
-    for d in sorted(base.iterdir(), reverse=True):
+        return ResumeChoice(None, None)
+    differing: list[tuple[int, RunRecord]] = []
+    bad_checkpoint: RunRecord | None = None
+    unreadable: tuple[str, str] | None = None
+    for d in sorted((p for p in base.iterdir() if p.is_dir()), reverse=True):
+        if not (d / "run.json").exists():
+            continue
         try:
             rec = read_run(d)
-        except ResultsError:
+        except ResultsError as e:
+            unreadable = unreadable or (d.name, str(e))
             continue
-        det = rec.info.get("detector", {})
-        if (not rec.complete and det.get("config_hash") == chash
-                and rec.info.get("seed") == seed):
-            return d
-    return None
+        if rec.complete:
+            continue
+        same = rec.identity == identity
+        if same and rec.resumable:
+            return ResumeChoice(d, None)
+        if same:
+            bad_checkpoint = bad_checkpoint or rec
+        elif rec.resumable:
+            differing.append((len(rec.identity.differences(identity)), rec))
+    if bad_checkpoint is not None:
+        why = " ".join(str(bad_checkpoint.error or "").split())
+        return ResumeChoice(None, f"--resume: run {bad_checkpoint.run_id or '?'} failed on a "
+                                  f"checkpoint that cannot be read ({why}); not resumed, "
+                                  f"starting a new run")
+    if differing:
+        rec = min(differing, key=lambda x: x[0])[1]  # the closest; the newest among equals
+        name = rec.path.name if rec.path else rec.run_id
+        return ResumeChoice(None, f"--resume: run {name} differs in "
+                                  f"{rec.identity.describe_differences(identity)}, starting "
+                                  f"a new run")
+    if unreadable is not None:
+        return ResumeChoice(None, f"--resume: run {unreadable[0]} cannot be read "
+                                  f"({unreadable[1]}); starting a new run")
+    return ResumeChoice(None, None)
 
 
 class _Console:
@@ -235,50 +282,39 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
     if device.startswith("cuda") and dist.world_size > 1:
         device = f"cuda:{dist.local_rank}"
 
-    run_dir = None
-    if opts.resume:
-        run_dir = find_resumable(opts.out, protocol.name, fold, info.name, chash, opts.seed)
-        if run_dir is None:
-            console.print("[yellow]--resume: no incomplete run of this detector, config and "
-                          "seed to resume; starting a new run[/]")
-    resumed = run_dir is not None
-    if run_dir is None:
-        run_id = distributed.broadcast_object(dist, new_run_id() if dist.rank == 0 else None)
-        run_dir = run_folder(opts.out, protocol.name, fold, info.name, run_id)
-    fold_label = f"{protocol.name}" + (f" / {fold}" if fold else "")
-    console.print(f"[bold cyan]{info.name}[/] on [bold]{fold_label}[/] -> {run_dir}")
-
-    record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "run_id": run_dir.name,
-        "status": "incomplete",
-        "created": _now(),
-        "command": portable_command(opts.command),
-        "detector": {
+    record = RunRecord(
+        status="incomplete",
+        created=_now(),
+        command=portable_command(opts.command),
+        detector_info={
             **info.to_dict(),
             "config": config,
             "config_hash": chash,
             "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
                            "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
         },
-        "protocol": {"name": protocol.name, "version": protocol.version, "fold": fold,
-                     "table": protocol.table, "metrics": list(protocol.metrics),
-                     "file_hash": protocol.file_hash, "balance": protocol.balance},
-        "splits": {k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in splits.items()},
-        "datasets": {k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
-                         "index_problems": len(v.problems)} for k, v in indexes.items()},
-        "seed": opts.seed,
-        "device": device,
-        "world_size": dist.world_size,
-        "git_commit": _git_commit(),
-        "versions": {},
-        "resumed": resumed,
-    }
-    if dist.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "run.json", record)
+        protocol_info={"name": protocol.name, "version": protocol.version, "fold": fold,
+                       "table": protocol.table, "metrics": list(protocol.metrics),
+                       "file_hash": protocol.file_hash, "balance": protocol.balance},
+        splits={k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in splits.items()},
+        datasets={k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
+                      "index_problems": len(v.problems)} for k, v in indexes.items()},
+        seed=opts.seed,
+        device=device,
+        world_size=dist.world_size,
+        git_commit=_git_commit(),
+        versions=_versions(info),  # now: the identity holds avbench's and the plugin's
+    )
+    run_dir, lock, resumed = _choose_run_dir(opts, protocol, fold, info, record, console, dist)
+    record.run_id = run_dir.name
+    record.path = run_dir
+    record.resumed = resumed
+    fold_label = f"{protocol.name}" + (f" / {fold}" if fold else "")
+    console.print(f"[bold cyan]{info.name}[/] on [bold]{fold_label}[/] -> {run_dir}")
 
     try:
+        if dist.rank == 0:
+            record.write(run_dir)
         # -- media ------------------------------------------------------------------------
         t = time.perf_counter()
         cache = PreparedCache(opts.cache_dir)
@@ -310,7 +346,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
                                     f"in all; {summary})", first["kind"])
             console.print(f"[bold red]{len(skipped)} video(s) could not be decoded and are "
                           f"skipped[/] ({summary}); listed in run.json under skipped_media")
-        record["skipped_media"] = {
+        record.skipped_media = {
             "count": len(skipped),
             "by_kind": {k: sum(1 for s in skipped if s["kind"] == k)
                         for k in sorted({s["kind"] for s in skipped})},
@@ -320,7 +356,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         for name, split in splits.items():
             res = prepared[name]
             recs = [r for r in split.records if r.id in res.entries]
-            record["splits"][name]["n_used"] = len(recs)
+            record.splits[name]["n_used"] = len(recs)
             if not recs:
                 raise AvbenchError(f"split {name}: no decodable video left")
             sets[name] = (recs, res.entries)
@@ -344,7 +380,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         fit_info = detector.fit(train, val, ctx)
         fit_s = time.perf_counter() - t
         del train, val
-        record["checkpoint"] = fit_info.to_dict()
+        record.checkpoint = fit_info.to_dict()
         if dist.rank == 0:
             _save_state(detector, run_dir)
 
@@ -363,23 +399,28 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
             "bootstrap": {"n": opts.n_boot, "seed": opts.seed, "unit": "video"},
             "n_videos": len(df),
         })
-        record["timings"] = {"index_s": round(index_s, 3), "prepare_s": round(prepare_s, 3),
+        record.timings = {"index_s": round(index_s, 3), "prepare_s": round(prepare_s, 3),
                              "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
                              "total_s": round(time.perf_counter() - t_start + index_s, 3)}
-        record["describe"] = _safe_describe(detector)
-        record["versions"] = _versions(info)
-        record["n_test_videos"] = len(df)
-        record["status"] = "complete"
-        record["finished"] = _now()
-        atomic_write_json(run_dir / "run.json", record)
+        record.describe = _safe_describe(detector)
+        record.versions.update(_versions(info))  # libraries imported since the start too
+        record.n_test_videos = len(df)
+        record.status = "complete"
+        record.finished = _now()
+        record.write(run_dir)
         _print_metrics(console, metrics, protocol.metrics, fold_label)
         return run_dir
     except KeyboardInterrupt:
-        _mark(record, run_dir, dist, "incomplete", "interrupted (Ctrl-C); continue with --resume")
+        _mark(record, run_dir, dist, "incomplete", "interrupted (Ctrl-C); continue with --resume",
+              "interrupted")
         raise
     except BaseException as e:
-        _mark(record, run_dir, dist, "failed", f"{type(e).__name__}: {e}")
+        kind = CHECKPOINT_ERROR if isinstance(e, CheckpointError) else type(e).__name__
+        _mark(record, run_dir, dist, "failed", f"{type(e).__name__}: {e}", kind)
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _needs_torch(detector: Detector) -> bool:
@@ -463,14 +504,61 @@ def _safe_describe(detector: Detector) -> dict[str, Any]:
         return {"error": str(e)}
 
 
-def _mark(record: dict[str, Any], run_dir: Path, dist: Any, status: str, why: str) -> None:
+def _mark(record: RunRecord, run_dir: Path, dist: Any, status: str, why: str,
+          kind: str) -> None:
+    """Record how the run ended; ``kind`` is ``error_kind`` (``checkpoint`` keeps the run
+    from being picked by ``--resume`` again)."""
     if dist.rank != 0 or not run_dir.exists():
         return
-    record["status"] = status
-    record["error"] = why
-    record["finished"] = _now()
+    record.status = status
+    record.error = why
+    record.error_kind = kind
+    record.finished = _now()
     with contextlib.suppress(OSError):  # best effort: the original error is what matters
-        atomic_write_json(run_dir / "run.json", record)
+        record.write(run_dir)
+
+
+def _choose_run_dir(opts: RunOptions, protocol: Any, fold: str | None, info: Any,
+                    record: RunRecord, console: Any, dist: Any
+                    ) -> tuple[Path, RunLock | None, bool]:
+    """The folder this run writes into, its lock (held on rank 0 only), and whether it is a
+    run continued with ``--resume``. Another process in the folder is a RunLockedError."""
+    identity = record.identity
+    run_dir: Path | None = None
+    message = None
+    if opts.resume and dist.rank == 0:
+        choice = find_resumable(opts.out, protocol.name, fold, info.name, identity)
+        run_dir, message = choice.run_dir, choice.message
+        if run_dir is None and message is None:
+            message = ("--resume: no incomplete run of this detector, config and seed to "
+                       "resume; starting a new run")
+    lock = None
+    if run_dir is not None:  # rank 0, resuming: lock it, then check it is still resumable
+        lock = RunLock(run_dir).acquire()
+        try:
+            again = read_run(run_dir)
+        except ResultsError as e:
+            again, message = None, f"--resume: run {run_dir.name} cannot be read now ({e})"
+        if again is not None and (not again.resumable or again.identity != identity):
+            message = f"--resume: run {run_dir.name} changed meanwhile ({again.status})"
+            again = None
+        if again is None:
+            lock.release()
+            lock, run_dir = None, None
+            message += "; starting a new run"
+        else:
+            record.created = again.created or record.created
+    if message:
+        from rich.markup import escape
+
+        console.print(f"[yellow]{escape(message)}[/]")
+    chosen = run_dir.name if run_dir is not None else (new_run_id() if dist.rank == 0 else None)
+    run_id = distributed.broadcast_object(dist, chosen)
+    resumed = distributed.broadcast_object(dist, lock is not None)
+    run_dir = run_folder(opts.out, protocol.name, fold, info.name, run_id)
+    if dist.rank == 0 and lock is None:
+        lock = RunLock(run_dir).acquire()
+    return run_dir, lock, bool(resumed)
 
 
 def _print_metrics(console: _Console, metrics: dict, wanted: tuple, label: str) -> None:
