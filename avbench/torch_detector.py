@@ -9,6 +9,8 @@ A plugin implements:
 
 - ``build_model()`` -> ``nn.Module`` (frozen backbones included; set ``requires_grad=False``
   on what must not learn);
+- optionally ``frozen_modules()`` -> names of the submodules left out of the saved state (by
+  default the outermost submodules whose parameters all have ``requires_grad=False``);
 - ``loss(model, batch)`` -> ``(loss tensor, {name: float})`` for a training batch;
 - ``scores(model, batch)`` -> ``{"score": P(fake) (B,), "score_v": ..., "score_a": ...}``;
 - optionally ``configure_optimizers(model, steps_per_epoch)`` (default: Adam over the
@@ -17,6 +19,10 @@ A plugin implements:
 A batch is a dict of tensors on the run's device: ``video`` uint8 (B, T, 3, H, W) and/or
 ``audio`` float32 (B, S) (as the InputSpec asks), ``label``, ``label_v``, ``label_a`` int64 (B,)
 and ``video_index`` int64 (B,).
+
+Saved state (``state.pt``, checkpoints, the best-validation snapshot): the model's whole
+``state_dict()``, parameters and persistent buffers (BatchNorm statistics) alike, minus the
+keys under ``frozen_modules()``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from avbench.detector import (
     SegmentBatch,
     VideoSetLike,
 )
+from avbench.errors import PluginError
 
 
 @dataclass
@@ -130,20 +137,83 @@ class TorchDetector(Detector):
             out = self.scores(model, batch_to_tensors(batch, ctx.device))
         return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
+    def frozen_modules(self) -> tuple[str, ...]:
+        """Names of the submodules that are not saved (the frozen backbones).
+
+        Their parameters and buffers are left out of :meth:`state_dict`: ``build_model()``
+        must rebuild them identically (weights from files, or a fixed seed), and they must
+        not change while training (keep them in eval mode; the engine checks their buffers).
+
+        Default: the outermost submodules that hold parameters, all with
+        ``requires_grad=False``. Override to name them yourself (e.g. to save a frozen
+        module's BatchNorm statistics that training updates, leave it out).
+        """
+        out: list[str] = []
+        for name, module in self.model.named_modules(remove_duplicate=False):
+            if not name or any(name.startswith(f + ".") for f in out):
+                continue
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                out.append(name)
+        return tuple(out)
+
+    def _frozen_prefixes(self) -> tuple[str, ...]:
+        names = tuple(self.frozen_modules())
+        model = self.model
+        for name in names:
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                raise PluginError(
+                    f"{type(self).__name__}.frozen_modules() names {name!r}, which is not a "
+                    "submodule of its model"
+                ) from None
+            learns = [f"{name}.{n}" for n, p in module.named_parameters() if p.requires_grad]
+            if learns:
+                raise PluginError(
+                    f"{type(self).__name__}.frozen_modules() names {name!r}, but its parameter "
+                    f"{learns[0]!r} has requires_grad=True (it would learn and not be saved)"
+                )
+        return tuple(n + "." for n in names)
+
+    def saved_keys(self) -> list[str]:
+        """The keys of :meth:`state_dict`: the model's ``state_dict()`` (parameters and
+        persistent buffers) minus those under :meth:`frozen_modules`, in the model's order."""
+        frozen = self._frozen_prefixes()
+        return [k for k in self.model.state_dict() if not k.startswith(frozen)]
+
     def state_dict(self) -> dict[str, Any]:
-        """Only what learns (prompts, heads): frozen backbones are rebuilt, not saved."""
-        trainable = set(self.trainable_names())
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in trainable}
+        """The model's whole state (parameters and buffers, BatchNorm statistics included)
+        except its frozen parts, as CPU tensors (saved to ``state.pt`` and checkpoints)."""
+        keep = set(self.saved_keys())
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in keep}
+
+    def check_state(self, state: Any) -> None:
+        """Raise ``ValueError`` naming the first key that keeps ``state`` from loading: a saved
+        key missing, a key the model does not have, a value that is not a tensor, or a shape
+        that differs. Keys of frozen parts may be absent (they are rebuilt), or present."""
+        who = type(self).__name__
+        if not isinstance(state, dict):
+            raise ValueError(f"state for {who} is a {type(state).__name__}, not a dict of tensors")
+        model_state = self.model.state_dict()
+        unexpected = [k for k in state if k not in model_state]
+        if unexpected:
+            raise ValueError(f"state does not fit {who}: unexpected key {unexpected[0]!r}"
+                             + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        missing = [k for k in self.saved_keys() if k not in state]
+        if missing:
+            raise ValueError(f"state does not fit {who}: missing key {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        for k, v in state.items():
+            if not isinstance(v, torch.Tensor):
+                raise ValueError(f"state for {who}: {k!r} is a {type(v).__name__}, not a tensor")
+            if v.shape != model_state[k].shape:
+                raise ValueError(f"state does not fit {who}: {k!r} has shape {tuple(v.shape)}, "
+                                 f"the model's is {tuple(model_state[k].shape)}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        trainable = set(self.trainable_names())
-        unknown = set(state) - trainable
-        missing = trainable - set(state)
-        if unknown or missing:
-            raise ValueError(
-                f"state does not fit {type(self).__name__}: unknown {sorted(unknown)[:5]}, "
-                f"missing {sorted(missing)[:5]}"
-            )
+        """Load what :meth:`state_dict` saved; strict about its keys (see :meth:`check_state`)."""
+        self.check_state(state)
         self.model.load_state_dict(state, strict=False)
 
     def describe(self) -> dict[str, Any]:
