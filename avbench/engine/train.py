@@ -4,7 +4,10 @@ Per epoch: draw the epoch's training segments (class-balanced by default: real a
 videos with equal probability; one random segment per draw), run micro-batches with
 gradient accumulation and optional bf16 autocast, average gradients across ranks, clip,
 step; then score the validation split, keep the best state by validation AUC, and write a
-checkpoint holding only what learns plus optimiser, scheduler, RNG and sampler state.
+checkpoint (atomically: a crash leaves the previous one) holding the detector's state (its
+model's whole state_dict, buffers included, minus its frozen modules) plus the best state,
+optimiser, scheduler, RNG and sampler state. A checkpoint that cannot be read or does not fit
+raises ``CheckpointError`` naming the file and the cause.
 
 Everything random in an epoch derives from ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch k redoes epoch k+1 exactly as an uninterrupted run would.
@@ -36,7 +39,7 @@ from avbench.engine.evaluate import (
     to_device,
 )
 from avbench.engine.progress import Progress
-from avbench.errors import TrainingError
+from avbench.errors import CheckpointError, TrainingError
 from avbench.results import atomic_write_bytes
 
 CHECKPOINT_VERSION = 1
@@ -105,7 +108,96 @@ def _save(path: Path, obj: Any) -> None:
 
 def _load(path: Path) -> Any:
     # weights_only=True: a checkpoint is tensors, numbers and strings, never code.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, garbage, not a torch file, unreadable
+        raise CheckpointError(path, _unreadable(Path(path), e)) from None
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    if isinstance(e, OSError):  # the file itself unreadable, or torch's reader on a bad one
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e2:
+            return f"cannot be read ({e2.strerror or e2})"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        return "is empty (0 bytes)"
+    # a cut-off zip, garbage, or a pickle of other objects (refused by weights_only=True)
+    return f"is truncated or not a torch checkpoint ({size} bytes; {_cause(e)})"
+
+
+def _cause(e: BaseException) -> str:
+    """``Type: first sentence of the message`` (torch's messages run on for lines)."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    text = lines[0].split(". ")[0].rstrip(".")[:160] if lines else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "rng", "best_auc", "best_epoch")
+
+
+def _resume_from(path: Path, det: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """Load ``path`` into the detector, optimiser, scheduler and RNGs; return the checkpoint.
+
+    Everything is checked before the run goes on: a bad part raises ``CheckpointError``
+    naming the file and the part (the best-validation snapshot included, which is used only
+    at the end of the run)."""
+    ck = _load(path)
+    if not isinstance(ck, dict):
+        raise CheckpointError(path, f"is a {type(ck).__name__}, not an avbench checkpoint")
+    if ck.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(path, f"checkpoint version {ck.get('version')!r} is not supported "
+                                    f"(this avbench writes {CHECKPOINT_VERSION})")
+    absent = [k for k in _CHECKPOINT_KEYS if k not in ck]
+    if absent:
+        raise CheckpointError(path, f"has no {absent[0]!r} (incomplete checkpoint)")
+
+    def part(what: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(path, f"{what}: {_cause(e)}") from None
+
+    part("model state", det.load_state_dict, ck["model"])
+    if ck.get("best_state") is not None:
+        part("best-validation state", det.check_state, ck["best_state"])
+    part("optimizer state", optimizer.load_state_dict, ck["optimizer"])
+    if scheduler is not None and ck.get("scheduler") is not None:
+        part("scheduler state", scheduler.load_state_dict, ck["scheduler"])
+    part("RNG state", _set_rng_state, ck["rng"])
+    try:
+        int(ck["epoch"])
+        list(ck.get("history", []))
+    except Exception as e:
+        raise CheckpointError(path, f"epoch or history: {_cause(e)}") from None
+    return ck
+
+
+def _frozen_buffers(det: Any) -> dict[str, torch.Tensor]:
+    """Copies of the buffers of the detector's frozen parts (not saved, so they must not
+    change while training)."""
+    saved = set(det.saved_keys())
+    params = {n for n, _ in det.model.named_parameters(remove_duplicate=False)}
+    return {k: v.detach().clone() for k, v in det.model.state_dict().items()
+            if k not in saved and k not in params}
+
+
+def _check_frozen_unchanged(det: Any, ref: dict[str, torch.Tensor], epoch: int) -> None:
+    now = det.model.state_dict()
+    for k, v in ref.items():
+        if not torch.equal(now[k].detach(), v):
+            raise TrainingError(
+                f"{type(det).__name__}: buffer {k!r} of a frozen module changed in epoch "
+                f"{epoch + 1}, but frozen modules are not saved; keep that module in eval mode "
+                "while training, or leave it out of frozen_modules()"
+            )
 
 
 def _val_metrics(det: Any, val: Any, ctx: RunContext, val_segments: np.ndarray | None) -> dict[str, Any]:
@@ -173,14 +265,7 @@ def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
     history: list[dict[str, Any]] = []
     last = ckpt_dir / "last.pt" if ckpt_dir is not None else None
     if ctx.resume and last is not None and last.exists():
-        ck = _load(last)
-        if ck.get("version") != CHECKPOINT_VERSION:
-            raise TrainingError(f"{last}: checkpoint version {ck.get('version')} is not supported")
-        det.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        if scheduler is not None and ck.get("scheduler") is not None:
-            scheduler.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
+        ck = _resume_from(last, det, optimizer, scheduler)
         start_epoch = int(ck["epoch"]) + 1
         best = {"auc": ck["best_auc"], "epoch": ck["best_epoch"], "state": ck.get("best_state")}
         history = list(ck.get("history", []))
@@ -190,6 +275,7 @@ def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
                 ctx.log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     elif ctx.rank == 0 and ctx.log_path is not None and ctx.log_path.exists():
         ctx.log_path.unlink()
+    frozen_ref = _frozen_buffers(det)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -242,6 +328,7 @@ def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
         if scheduler is not None and interval == "epoch":
             scheduler.step()
         train_s = time.perf_counter() - t0
+        _check_frozen_unchanged(det, frozen_ref, epoch)
         vm = _val_metrics(det, val, ctx, val_subset)
         row = {"epoch": epoch + 1,
                **{f"train_{k}": distributed.all_reduce_mean(dist, v / max(n_seen, 1))
