@@ -63,6 +63,13 @@ class AVPromptDetector(TorchDetector):
         self._provenance = towers.provenance
         return AVPromptModel(self.config, towers.visual, towers.audio)
 
+    def frozen_modules(self) -> tuple[str, ...]:
+        """The CLIP and Whisper towers: rebuilt from their weights, never saved (the saved
+        state is the prompts, the alignment convolutions and the heads)."""
+        towers = {id(m) for m in self.model.backbones().values()}
+        return tuple(n for n, m in self.model.named_modules(remove_duplicate=False)
+                     if n and id(m) in towers)
+
     def _forward(self, model: nn.Module, batch: dict[str, Tensor]) -> AVPromptOutput:
         return model(video=batch.get("video"), audio=batch.get("audio"))
 
