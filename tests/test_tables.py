@@ -80,7 +80,7 @@ def split_record(scores: pd.DataFrame) -> dict:
 def write_run(root: Path, detector: str, protocol: str, fold: str | None = None, *,
               scores: pd.DataFrame, version: str | None = None, status: str = "complete",
               finished: str = "2025-01-01T00:00:00Z", modality: str = "AV",
-              tables: dict | None = None, run_id: str | None = None) -> Path:
+              tables: dict | None = None, run_id: str | None = None, seed: int = 0) -> Path:
     """A run folder as ``avbench run`` writes it (the fields a table checks), of the
     protocol registered now (``version`` other than its own makes it a run of another
     protocol file)."""
@@ -93,7 +93,7 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
         detector_info={"name": detector, "modality": modality, "tables": tables or {}},
         protocol_info={"name": protocol, "version": version or registered.version,
                        "fold": fold, "file_hash": registered.file_hash},
-        splits={"test": split_record(scores)}, seed=0, n_test_videos=len(scores),
+        splits={"test": split_record(scores)}, seed=seed, n_test_videos=len(scores),
     ).write(path)
     write_scores(path / "scores.csv", scores)
     # a stale metrics file with numbers that must never show up in a table
@@ -302,11 +302,11 @@ def test_latest_run_is_used_and_counted(results) -> None:
     root, frames = results
     old = frames[("alpha", "intra", "all")]
     new = make_scores(300)
-    write_run(root, "alpha", "intra", scores=new, finished="2025-03-01T00:00:00Z")
+    write_run(root, "alpha", "intra", scores=new, finished="2025-03-01T00:00:00Z", seed=1)
     t = build_table(1, collect(root))
     assert row_of(t, "alpha").cells["auc"].value == pytest.approx(sk(new, "auc"), abs=1e-7)
     assert any("alpha on intra: 2 complete runs available" in f for f in t.footnotes)
-    # mean aggregation: mean and std over the runs
+    # mean aggregation: mean and std over the runs (of one identity, seeds 0 and 1)
     t = build_table(1, collect(root), aggregate="mean")
     cell = row_of(t, "alpha").cells["auc"]
     vals = [sk(old, "auc"), sk(new, "auc")]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from avbench.errors import ConfigError, ResultsError
-from avbench.results import ALL_FOLDS, RunRecord, read_run
+from avbench.results import ALL_FOLDS, RunIdentity, RunRecord, read_run
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -167,7 +167,7 @@ def _version_key(v: str) -> tuple:
 
 
 def _recency(r: RunRecord) -> tuple:
-    return (r.complete, r.finished, r.path.name)
+    return (r.complete, r.when, r.path.name if r.path is not None else r.run_id)
 
 
 def _canonical_fold(protocol: str, fold: str) -> str | None:
@@ -202,6 +202,8 @@ class _Pool:
         self.root = runs.root
         self.groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
         self._cache: dict[tuple[str, str, str], list[_Evaluated]] = {}
+        # the identity (up to the seed) each evaluated cell shows
+        self.shown: dict[tuple[str, str, str], RunIdentity] = {}
         for proto in protocols:
             mine = [r for r in runs if r.protocol == proto]
             if not mine:
@@ -244,7 +246,7 @@ class _Pool:
         merged: dict[str, Any] = {}
         tables: dict[str, Any] = {}
         for r in runs:
-            info = r.info.get("detector")
+            info = r.detector_info
             if not isinstance(info, dict):
                 continue
             merged.update({k: v for k, v in info.items() if v not in (None, "")})
@@ -262,7 +264,19 @@ class _Pool:
         complete = [r for r in candidates if r.complete]
         pool = complete or candidates
         used: list[_Evaluated] = []
+        # A cell shows one identity: that of the newest usable run. "mean" averages the runs
+        # that differ from it in the seed alone, the newest run of each seed.
+        shown: RunIdentity | None = None
+        other_identity, repeats = 0, 0
+        seeds: set[int] = set()
         for r in pool:
+            ident = r.identity.without_seed()
+            if shown is not None and ident != shown:
+                other_identity += 1
+                continue
+            if shown is not None and (self.aggregate == "latest" or r.seed in seeds):
+                repeats += 1
+                continue
             try:
                 df = r.scores()
             except ResultsError as e:
@@ -271,18 +285,48 @@ class _Pool:
                 continue
             metrics = metrics_from_frame(df, n_boot=N_BOOT if self.ci else 0, seed=BOOT_SEED)
             used.append(_Evaluated(r, metrics))
-            if self.aggregate == "latest":
-                break
+            shown = ident
+            seeds.add(r.seed)
         detector, proto, fold = key
         where = _where(proto, fold)
+        if shown is not None:
+            self.shown[key] = shown
         if self.aggregate == "latest" and len(complete) > 1 and used:
             self.notes.append(
                 f"{detector} on {where}: {len(complete)} complete runs available; the latest "
-                f"({used[0].run.path.name}) is shown.")
+                f"({used[0].run.path.name if used[0].run.path else used[0].run.run_id}) is "
+                f"shown.")
         elif self.aggregate == "mean" and len(used) > 1:
-            self.notes.append(f"{detector} on {where}: mean ± std over {len(used)} runs.")
+            seed_list = ", ".join(str(e.run.seed) for e in sorted(used, key=lambda e: e.run.seed))
+            self.notes.append(f"{detector} on {where}: mean ± std over {len(used)} runs "
+                              f"(seeds {seed_list}).")
+        if self.aggregate == "mean" and repeats:
+            self.notes.append(f"{detector} on {where}: {repeats} older run(s) repeating a seed "
+                              f"left out (the newest run of each seed is used).")
+        if self.aggregate == "mean" and other_identity and shown is not None:
+            self.notes.append(
+                f"{detector} on {where}: {other_identity} run(s) of another identity (config, "
+                f"datasets or versions) left out; the newest identity is shown "
+                f"({shown.label()}).")
         self._cache[key] = used
         return used
+
+    def identity_note(self, detector: str) -> str | None:
+        """Which identity the cells of ``detector`` show: its config hash (short) and the
+        protocol versions, e.g. ``alpha: config 1a2b3c4d; protocol intra v1``."""
+        mine = {k: v for k, v in self.shown.items() if k[0] == detector}
+        if not mine:
+            return None
+        configs: dict[str, list[str]] = defaultdict(list)
+        for (_, proto, fold), ident in sorted(mine.items()):
+            configs[ident.config_hash[:8] or "?"].append(_where(proto, fold))
+        protos = sorted({(i.protocol, i.protocol_version) for i in mine.values()})
+        if len(configs) == 1:
+            cfg = f"config {next(iter(configs))}"
+        else:
+            cfg = "; ".join(f"config {h} ({', '.join(w)})" for h, w in configs.items())
+        return (f"{detector}: {cfg}; protocol "
+                + ", ".join(f"{p} v{v}" for p, v in protos) + ".")
 
     def cell(self, detector: str, col: Column) -> Cell:
         assert col.protocol is not None
@@ -469,6 +513,10 @@ def build_table(
     if computed:
         footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
                          "scores.csv (metrics.json is not read); a blank cell has no run.")
+        shown = [n for n in (pool.identity_note(r.detector) for r in computed if r.detector) if n]
+        if shown:
+            footnotes.append("A cell shows the runs of one identity (config hash, protocol "
+                             "version, datasets, versions): " + " ".join(shown))
     elif not pool.groups:
         where = f" in {runs.root.name or runs.root}" if runs.root is not None else ""
         footnotes.append(f"No computed rows: no usable run of {' or '.join(protos)}{where}.")
@@ -483,7 +531,8 @@ def build_table(
                          f"include_incomplete / --include-incomplete).")
     if aggregate == "mean":
         footnotes.append("Computed values are the mean ± standard deviation over the runs of "
-                         "each (detector, protocol, fold).")
+                         "each (detector, protocol, fold) that differ in the seed alone (one "
+                         "identity, the newest run of each seed).")
         if ci:
             footnotes.append("Bootstrap intervals are not shown with mean aggregation.")
     elif ci:
