@@ -224,8 +224,14 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
             if {"cache", "loader"} & set(opts.sections):
                 prep = bm.prepare_media(files, work / "cache", pipeline, spec)
             if "cache" in opts.sections:
-                say("cache: prepared segments against decoding the sources")
-                doc["cache"] = bm.bench_cache(prep, pipeline, spec.frames, prof.media_reps)
+                from avbench.bench import cache as bc
+
+                footage, what = bc.make_footage(work / "footage", prof.clips, prof.seconds,
+                                                spec.size)
+                say(f"cache: size, PSNR, segment reads and preparation on {what}")
+                doc["cache"] = bc.bench_prepared_cache(footage, what, work / "cache-footage",
+                                                       pipeline, spec.frames,
+                                                       reads=100 * prof.clips)
             if "loader" in opts.sections:
                 from avbench.engine.evaluate import resolve_workers
 
