@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,3 +62,6 @@ def test_unknown_key_lists_the_valid_ones():
 def test_config_hash_changes_with_values():
     assert config_hash(Cfg()) == config_hash(Cfg())
     assert config_hash(Cfg()) != config_hash(Cfg(epochs=4))
+    # the engine hands over the config as a dict: it must hash as the dataclass does
+    assert config_hash(dataclasses.asdict(Cfg(epochs=4))) == config_hash(Cfg(epochs=4))
+    assert config_hash({"epochs": 3}) != config_hash({"epochs": 4}) != config_hash({})

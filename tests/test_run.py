@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
+from avbench.config import config_hash
 from avbench.metrics import metrics_from_frame
+from avbench.results import SCHEMA_VERSION
 from avbench.testing import run_cli
 
 
@@ -38,6 +40,11 @@ def test_baselines_write_complete_result_folders(runs, det):
                 "skipped_media", "checkpoint", "git_commit", "device"):
         assert key in info
     assert len(info["detector"]["config_hash"]) == 16
+    # the hash of the config the run records (it was once the hash of {} for every run)
+    assert info["detector"]["config_hash"] == config_hash(info["detector"]["config"])
+    assert info["detector"]["config"] and info["detector"]["config_hash"] != config_hash({})
+    assert info["identity"]["config_hash"] == info["detector"]["config_hash"]
+    assert info["identity"]["seed"] == 3 and info["schema"] == SCHEMA_VERSION
     assert info["datasets"]["fakeavceleb"]["fingerprint"]
     scores = pd.read_csv(d / "scores.csv")
     assert len(scores) == info["splits"]["test"]["n"] == info["n_test_videos"]
