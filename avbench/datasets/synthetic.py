@@ -17,6 +17,23 @@ from pathlib import Path
 GENERATOR_VERSION = "2"
 
 
+def content_digest(root: Path | str) -> str:
+    """SHA-256 over every file below ``root`` (relative path and bytes, in sorted order) but
+    the generation marker, which records the wall time the generation took. Two generated sets
+    are byte-identical exactly when their digests are equal (docs/determinism.md gives the
+    digest of the default set)."""
+    import hashlib
+
+    from avbench.datasets.resolve import MARKER
+
+    root = Path(root)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER):
+        rel = f.relative_to(root).as_posix()
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def _prepare(out: Path | str, scale: int, seed: int) -> Path:
     from avbench.errors import ConfigError, DataError
 
