@@ -59,13 +59,17 @@ def test_run_folder_is_complete_and_honest(trained, synthetic_root):
     scores = pd.read_csv(run_dir / "scores.csv")
     assert len(scores) == info["splits"]["test"]["n"]
     assert scores["score"].between(0, 1).all() and (scores["n_segments"] >= 1).all()
-    # only what learns is saved, and it loads with weights_only=True
+    # the model's state is saved (tinydet has no buffers and nothing frozen; see
+    # tests/test_state.py), and it loads with weights_only=True
     import torch
 
     state = torch.load(run_dir / "state.pt", weights_only=True)
     assert set(state) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     ck = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ck["epoch"] == 5 and "optimizer" in ck and "rng" in ck
+    assert list(ck["model"]) == list(state)  # select=last: state.pt is the last epoch's
+    for k, v in state.items():
+        assert torch.equal(ck["model"][k], v), k
     # no path of this machine in the run record: not the dataset root, not the output folder
     text = (run_dir / "run.json").read_text()
     assert str(Path.home()) not in text
