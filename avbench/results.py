@@ -207,6 +207,8 @@ _FIELDS: dict[str, tuple[str, tuple[type, ...], Any]] = {
     "seed": ("seed", (int,), lambda: 0),
     "device": ("device", (str,), lambda: ""),
     "world_size": ("world_size", (int,), lambda: 1),
+    "torch_threads": ("torch_threads", (int, type(None)), lambda: None),
+    "media": ("media", (dict,), _d),
     "git_commit": ("git_commit", (str, type(None)), lambda: None),
     "versions": ("versions", (dict,), _d),
     "resumed": ("resumed", (bool,), lambda: False),
@@ -247,6 +249,11 @@ class RunRecord:
     seed: int = 0
     device: str = ""
     world_size: int = 1
+    #: torch's intra-op threads on the CPU: their count changes the last bits of the scores
+    #: (docs/determinism.md); None for a detector without torch
+    torch_threads: int | None = None
+    #: how the prepared media were stored (``avbench.media.cache.cache_format()``)
+    media: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False

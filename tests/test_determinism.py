@@ -3,6 +3,7 @@ from two runs in fresh processes, caches and result folders (docs/determinism.md
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from avbench.datasets.synthetic import content_digest
+from avbench.media.cache import CACHE_FORMAT
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "determinism.md"
 
@@ -55,7 +57,7 @@ def test_the_synthetic_sets_have_the_documented_digests(synthetic_root, syntheti
 
 def _run(root: Path, tmp: Path, hashseed: str, loader_workers: int) -> bytes:
     env = {**os.environ, "PYTHONHASHSEED": hashseed, "AVBENCH_CACHE": str(tmp / "cache"),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     out = tmp / "results"
     cmd = [sys.executable, "-m", "avbench", "run", "-d", "avprompt", "-p", "cross-manip",
            "--fold", "RVFA", "--data", f"fakeavceleb={root}", "--set", "backbone=tiny",
@@ -64,6 +66,10 @@ def _run(root: Path, tmp: Path, hashseed: str, loader_workers: int) -> bytes:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (scores,) = out.glob("cross-manip/RVFA/avprompt/*/scores.csv")
+    record = json.loads((scores.parent / "run.json").read_text())
+    # what decides the last bits is recorded: torch's thread count, the cache's format
+    assert record["torch_threads"] == 2
+    assert record["media"]["cache"]["format"] == CACHE_FORMAT
     return scores.read_bytes()
 
 

@@ -262,7 +262,7 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
 
 def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
-    from avbench.media.cache import PreparedCache, prepare
+    from avbench.media.cache import PreparedCache, cache_format, prepare
     from avbench.media.videoset import VideoSet, pipeline_for_spec
     from avbench.metrics import metrics_from_frame
     from avbench.protocols import build_splits, check_vocabulary
@@ -302,6 +302,8 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         seed=opts.seed,
         device=device,
         world_size=dist.world_size,
+        torch_threads=_torch_threads() if torch_det else None,
+        media={"cache": cache_format()},
         git_commit=_git_commit(),
         versions=_versions(info),  # now: the identity holds avbench's and the plugin's
     )
@@ -421,6 +423,12 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
     finally:
         if lock is not None:
             lock.release()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _needs_torch(detector: Detector) -> bool:
