@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from avbench.bench._timing import (
-    interleaved,
     interleaved_per_item,
     median,
     min_ratio,
@@ -242,45 +241,6 @@ def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any,
                for i, (vid, _) in enumerate(items)]
     videoset = VideoSet(records, res.entries, cache, spec)
     return Prepared(cache, videoset, [p for _, p in items], seconds / len(items))
-
-
-def bench_cache(prep: Prepared, pipeline: Any, frames: int, reps: int) -> dict[str, Any]:
-    """Reading prepared segments (and whole clips) against decoding the sources."""
-    vs = prep.videoset
-    n = len(vs)
-    rng = np.random.default_rng(0)
-    reads = 4 * n
-
-    def segments() -> None:
-        for i in rng.integers(0, n, reads):
-            vs.segment(int(i), int(vs.random_starts([i], rng)[0]))
-
-    def clips() -> None:
-        for i in range(n):
-            f, a = prep.cache.open_arrays(vs.entry(i))
-            np.array(f), np.array(a)
-
-    def decode_all() -> None:
-        for p in prep.paths:
-            pipeline_decode(p, pipeline, frames)
-
-    times = interleaved({"decode": decode_all, "segment": segments, "clip": clips}, reps)
-    decode = [t / n for t in times["decode"]]
-    segment = [t / reads for t in times["segment"]]
-    clip = [t / n for t in times["clip"]]
-    entry = vs.entry(0)
-    seg_bytes = frames * 3 * entry.height * entry.width + frames * entry.samples_per_frame * 4
-    return {
-        "videos": n,
-        "prepare_s_per_video": prep.prepare_s,
-        "decode_s_per_video": median(decode),
-        "segment_read_s": median(segment),
-        "clip_read_s": median(clip),
-        "segment_bytes": int(seg_bytes),
-        "segment_speedup": paired_ratio(decode, segment),
-        "clip_speedup": paired_ratio(decode, clip),
-        "note": "files just written, so read from the page cache (warm)",
-    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 #: libx264 options that make its output a function of its input only: one thread (x264's
 #: frame threads change the stream with the thread count, which follows the machine's cores)
 #: and no assembly. On an AVX-512 machine the same frames gave one of two streams from run to
