@@ -80,7 +80,7 @@ def _toml(s: str) -> str:
                          for c in s) + '"'
 
 
-@pytest.mark.parametrize("name", ["../../../x", "/tmp/abs", "a/b", "evil\x07", ""])
+@pytest.mark.parametrize("name", ["../../../x", "/abs/path", "a/b", "evil\x07", ""])
 def test_a_protocol_name_that_is_a_path_is_refused_at_load(tmp_path, name):
     f = _protocol(tmp_path, name)
     with pytest.raises(ProtocolError) as e:
