@@ -28,6 +28,22 @@ FRAMES = 16
 FEATURES = 3 * FRAMES
 
 
+def _load_tinydet() -> types.ModuleType:
+    """The engine tests' detector module (a --plugins-dir file, not a package): its features."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "_tinydet_for_state", Path(__file__).parent / "plugins" / "tinydet.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_tinydet = _load_tinydet()
+
+
 # -- a small BatchNorm detector with a frozen stem -------------------------------------------
 @dataclass
 class BNConfig(TorchConfig):
@@ -64,16 +80,7 @@ class BNModel(nn.Module):
         return self
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        b, t = video.shape[:2]
-        grey = video.float().mean(dim=2) / 255.0
-        h, w = grey.shape[-2:]
-        mouth = grey[:, :, int(0.6 * h): int(0.95 * h), int(0.25 * w): int(0.75 * w)]
-        level = mouth.mean(dim=(2, 3))
-        motion = (mouth[:, 1:] - mouth[:, :-1]).abs().mean(dim=(2, 3))
-        motion = torch.cat([motion[:, :1], motion], dim=1)
-        rms = audio.view(b, t, -1).pow(2).mean(dim=2).sqrt()
-        z = torch.cat([10 * motion, level, 10 * rms], dim=1)
-        return self.net(self.stem(z))
+        return self.net(self.stem(_tinydet.frame_features(video, audio)))
 
 
 class BNDetector(TorchDetector):

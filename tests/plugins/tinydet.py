@@ -36,16 +36,20 @@ class TinyModel(nn.Module):
         self.net = nn.Sequential(nn.Linear(3 * frames, hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
     def forward(self, video, audio):
-        b, t = video.shape[:2]
-        grey = video.float().mean(dim=2) / 255.0
-        h, w = grey.shape[-2:]
-        mouth = grey[:, :, int(0.6 * h): int(0.95 * h), int(0.25 * w): int(0.75 * w)]
-        level = mouth.mean(dim=(2, 3))
-        motion = (mouth[:, 1:] - mouth[:, :-1]).abs().mean(dim=(2, 3))
-        motion = torch.cat([motion[:, :1], motion], dim=1)
-        rms = audio.view(b, t, -1).pow(2).mean(dim=2).sqrt()
-        z = torch.cat([10 * motion, level, 10 * rms], dim=1)
-        return self.net(z)
+        return self.net(frame_features(video, audio))
+
+
+def frame_features(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """(B, 3 * T): per frame, mouth-region motion energy and brightness, and audio RMS."""
+    b, t = video.shape[:2]
+    grey = video.float().mean(dim=2) / 255.0
+    h, w = grey.shape[-2:]
+    mouth = grey[:, :, int(0.6 * h): int(0.95 * h), int(0.25 * w): int(0.75 * w)]
+    level = mouth.mean(dim=(2, 3))
+    motion = (mouth[:, 1:] - mouth[:, :-1]).abs().mean(dim=(2, 3))
+    motion = torch.cat([motion[:, :1], motion], dim=1)
+    rms = audio.view(b, t, -1).pow(2).mean(dim=2).sqrt()
+    return torch.cat([10 * motion, level, 10 * rms], dim=1)
 
 
 class TinyDetector(TorchDetector):
