@@ -34,7 +34,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -166,27 +165,6 @@ class Clip:
         d["n_frames"] = self.n_frames
         d["height"], d["width"] = (int(x) for x in self.frames.shape[2:4])
         return d
-
-
-def available_cores() -> int:
-    """The cores this process may use (``AVBENCH_DECODE_CORES``, set by
-    :func:`set_decoding_cores`, else the CPU affinity): what avbench.media.cache sizes its
-    pool of decoding processes by. Decoding itself always runs one thread."""
-    forced = os.environ.get("AVBENCH_DECODE_CORES", "")
-    if forced.isdigit() and int(forced) > 0:
-        return int(forced)
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def set_decoding_cores(cores: int | None) -> None:
-    """What :func:`available_cores` says from now on (None: the CPU affinity again)."""
-    if cores is None:
-        os.environ.pop("AVBENCH_DECODE_CORES", None)
-    else:
-        os.environ["AVBENCH_DECODE_CORES"] = str(max(1, int(cores)))
 
 
 def decode(path: str | Path, pipeline: Pipeline | None = None, *,
