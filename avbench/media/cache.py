@@ -25,7 +25,7 @@ bad file is decoded once but reported on every run.
 The video is h264 in mp4, 4:2:0, at constant quality (:data:`X264_OPTIONS`) with an IDR
 keyframe at every :data:`GOP`-th frame and no B-frames, so each 16-frame evaluation segment
 decodes alone and any other 16 frames decode from the keyframe before them. It is encoded in
-one thread from frames whose every byte is set (:func:`yuv420p_planes`), so the same clip
+one thread from frames whose every byte is set (:func:`avbench.media.encode.yuv420p_frames`), so the same clip
 gives the same bytes in every process. Readers (:class:`SegmentReader`) decode the packets of
 a segment with one decoder per process, fed from the packet index in meta.json: no container
 is opened per segment.
@@ -55,6 +55,7 @@ import numpy as np
 
 from avbench.errors import AvbenchError, BadMediaError
 from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode
+from avbench.media.encode import yuv420p_frames
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -304,52 +305,13 @@ def _pid_alive(pid: int) -> bool:
 # the video format
 
 
-def yuv420p_planes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 3, H, W) uint8 RGB (H, W even) -> Y (N, H, W), U and V (N, H/2, W/2) uint8:
-    BT.601 limited range, chroma from the mean of each 2x2 block, in integer arithmetic; the
-    values of :func:`avbench.media.encode.yuv420p_frame`, for many frames at once."""
-    f = frames.astype(np.uint16)
-    y = f[:, 0] * 66
-    y += f[:, 1] * 129
-    y += f[:, 2] * 25
-    y += 128
-    y >>= 8
-    y += 16
-    q = f[:, :, 0::2, 0::2] + f[:, :, 1::2, 0::2]
-    q += f[:, :, 0::2, 1::2]
-    q += f[:, :, 1::2, 1::2]
-    r, g, b = (q[:, c].astype(np.int32) for c in range(3))
-    u = (b * 112 - r * 38 - g * 74 + (512 + (128 << 10))) >> 10
-    v = (r * 112 - g * 94 - b * 18 + (512 + (128 << 10))) >> 10
-    return y.astype(np.uint8), u.astype(np.uint8), v.astype(np.uint8)
-
-
-#: zero bytes after each encoder frame's last plane: libx264 reads a little past the end of
-#: a picture's planes, and what it finds there reaches the stream
-_TAIL = 4096
-
-
 def _encoder_frames(frames: np.ndarray) -> Any:
-    """yuv420p ``av.VideoFrame``s over buffers of our own, every byte of which is set: the
-    planes without row padding, then :data:`_TAIL` zero bytes. (libx264 reads past the
-    last plane of the picture it is given; in a frame allocated by FFmpeg those bytes are
-    uninitialised, and the same clip then gave different files in different processes.)"""
-    import av
-
-    n, _, h, w = frames.shape
-    if h % 16 or w % 16:  # whole macroblocks (4:2:0 needs even sides): repeat the edges
+    """The frames as yuv420p pictures for libx264 (:func:`avbench.media.encode.yuv420p_frames`:
+    every byte set), their sides padded to whole macroblocks by repeating the edges."""
+    h, w = frames.shape[2:]
+    if h % 16 or w % 16:
         frames = np.pad(frames, ((0, 0), (0, 0), (0, -h % 16), (0, -w % 16)), mode="edge")
-        h, w = frames.shape[2:]
-    size = h * w * 3 // 2
-    for g in range(0, n, GOP):
-        y, u, v = yuv420p_planes(frames[g : g + GOP])
-        for k in range(len(y)):
-            buf = np.zeros(size + _TAIL, np.uint8)
-            buf[: h * w] = y[k].reshape(-1)
-            buf[h * w : h * w * 5 // 4] = u[k].reshape(-1)
-            buf[h * w * 5 // 4 : size] = v[k].reshape(-1)
-            yield av.VideoFrame.from_numpy_buffer(buf[:size].reshape(h * 3 // 2, w),
-                                                  format="yuv420p")
+    return yuv420p_frames(frames, GOP)
 
 
 def encode_video(frames: np.ndarray, fps: int) -> tuple[bytes, dict[str, Any]]:
@@ -1011,9 +973,7 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    share = max(1, _available_cores() // workers)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                               initializer=_worker_init, initargs=(share,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     futures = {pool.submit(fn, *job): job for job in jobs}
     done: set[str] = set()
     broken = False
@@ -1045,16 +1005,6 @@ def _available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
-
-
-def _worker_init(cores: int) -> None:
-    """A decoding process decodes on its share of the cores, where the decoder takes a
-    share (:func:`avbench.media.decode.set_decoding_cores`, if this decode has it)."""
-    import avbench.media.decode as decode_module
-
-    share = getattr(decode_module, "set_decoding_cores", None)
-    if share is not None:
-        share(cores)
 
 
 def _isolated(fn: Any, job: tuple[Any, ...], ctx: Any) -> tuple[str, CacheEntry | None, str, str]:

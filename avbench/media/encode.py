@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,33 +17,55 @@ import numpy as np
 X264_EXACT = {"threads": "1", "x264-params": "asm=0"}
 
 
-def yuv420p_frame(img: np.ndarray):
-    """One (H, W, 3) uint8 RGB picture as a yuv420p ``av.VideoFrame`` every byte of which,
-    row padding included, is set: BT.601 limited range, chroma from the mean of each 2x2
-    block, in integer arithmetic.
+def yuv420p_planes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 3, H, W) uint8 RGB (H, W even) -> Y (N, H, W), U and V (N, H/2, W/2) uint8:
+    BT.601 limited range, chroma from the mean of each 2x2 block, in integer arithmetic.
 
     The conversion is ours, not libswscale's: frames converted by libswscale came with rows
     whose padding bytes changed from process to process, and nothing uninitialised may reach
     the encoder if the same frames are to give the same file.
     """
+    f = frames.astype(np.uint16)
+    y = f[:, 0] * 66
+    y += f[:, 1] * 129
+    y += f[:, 2] * 25
+    y += 128
+    y >>= 8
+    y += 16
+    q = f[:, :, 0::2, 0::2] + f[:, :, 1::2, 0::2]
+    q += f[:, :, 0::2, 1::2]
+    q += f[:, :, 1::2, 1::2]
+    r, g, b = (q[:, c].astype(np.int32) for c in range(3))
+    u = (b * 112 - r * 38 - g * 74 + (512 + (128 << 10))) >> 10
+    v = (r * 112 - g * 94 - b * 18 + (512 + (128 << 10))) >> 10
+    return y.astype(np.uint8), u.astype(np.uint8), v.astype(np.uint8)
+
+
+#: zero bytes after each encoder frame's last plane: libx264 reads a little past the end of
+#: a picture's planes, and what it finds there reaches the stream
+_TAIL = 4096
+
+
+def yuv420p_frames(frames: np.ndarray, chunk: int = 16) -> Iterator[Any]:
+    """(N, 3, H, W) uint8 RGB (H, W even) as yuv420p ``av.VideoFrame``s over buffers of our
+    own, every byte of which is set: the planes without row padding, then :data:`_TAIL` zero
+    bytes (in a frame allocated by FFmpeg those bytes are uninitialised). Converted ``chunk``
+    frames at a time."""
     import av
 
-    h, w = img.shape[:2]
+    n, _, h, w = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"yuv420p needs an even width and height, got {w}x{h}")
-    rgb = img.astype(np.int32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    q = rgb.reshape(h // 2, 2, w // 2, 2, 3).sum(axis=(1, 3))  # 4 x the 2x2 mean
-    r, g, b = q[..., 0], q[..., 1], q[..., 2]
-    u = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
-    v = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
-    frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, values in zip(frame.planes, (y, u, v), strict=True):
-        rows = np.zeros((values.shape[0], plane.line_size), np.uint8)
-        rows[:, : values.shape[1]] = values
-        plane.update(rows)
-    return frame
+    size = h * w * 3 // 2
+    for g in range(0, n, chunk):
+        y, u, v = yuv420p_planes(frames[g : g + chunk])
+        for k in range(len(y)):
+            buf = np.zeros(size + _TAIL, np.uint8)
+            buf[: h * w] = y[k].reshape(-1)
+            buf[h * w : h * w * 5 // 4] = u[k].reshape(-1)
+            buf[h * w * 5 // 4 : size] = v[k].reshape(-1)
+            yield av.VideoFrame.from_numpy_buffer(buf[:size].reshape(h * 3 // 2, w),
+                                                  format="yuv420p")
 
 
 def write_av(
@@ -91,11 +115,11 @@ def write_av(
             if audio_codec in ("aac", "libopus", "mp3", "libmp3lame"):
                 astream.bit_rate = audio_bit_rate
         if vstream is not None:
-            for k, img in enumerate(frames):
-                if pix_fmt == "yuv420p":
-                    vf = yuv420p_frame(img)
-                else:
-                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pix_fmt == "yuv420p":
+                pictures = yuv420p_frames(frames.transpose(0, 3, 1, 2))
+            else:
+                pictures = (av.VideoFrame.from_ndarray(img, format="rgb24") for img in frames)
+            for k, vf in enumerate(pictures):
                 vf.pts = k  # in the stream's time base, 1 / rate: frame k at k / rate seconds
                 vf.time_base = 1 / rate
                 for packet in vstream.encode(vf):
