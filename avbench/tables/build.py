@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from avbench.errors import ConfigError, ResultsError
-from avbench.results import ALL_FOLDS, RunIdentity, RunRecord, read_run
+from avbench.results import ALL_FOLDS, RunIdentity, RunRecord
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -140,8 +140,8 @@ def collect(results_root: str | Path, *, include_incomplete: bool = False,
         try:
             info, reason = verify_folder(run_dir, protocols,
                                          include_incomplete=include_incomplete)
-            if info is not None:
-                item = read_run(run_dir)
+            if info is not None:  # the dict verify_folder read: run.json is read once
+                item = RunRecord.from_dict(info, run_dir)
         except ResultsError as e:  # the record's own schema checks
             reason = str(e).replace(f"{run_dir / 'run.json'}: ", "run.json: ")
         except Exception as e:  # one bad run never aborts a table
