@@ -25,7 +25,6 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,13 +92,6 @@ def run_folder(out: Path, protocol: str, fold: str | None, detector: str, run_id
         ("protocol", protocol), ("fold", fold or ALL_FOLDS), ("detector", detector),
         ("run id", run_id))]
     return ensure_inside(out, Path(*parts), what="run folder", error=ResultsError)
-
-
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
 
 
 @dataclass(frozen=True)
@@ -189,37 +181,34 @@ def _short(v: Any) -> str:
     return s[:8] if len(s) > 12 and all(c in "0123456789abcdef" for c in s) else s
 
 
-# JSON key -> (attribute, accepted types, default factory). Order = order in run.json.
-def _d() -> dict[str, Any]:
-    return {}
-
-
-_FIELDS: dict[str, tuple[str, tuple[type, ...], Any]] = {
-    "schema": ("schema", (int,), lambda: SCHEMA_VERSION),
-    "run_id": ("run_id", (str,), lambda: ""),
-    "status": ("status", (str,), lambda: "incomplete"),
-    "created": ("created", (str,), lambda: ""),
-    "command": ("command", (list,), list),
-    "detector": ("detector_info", (dict,), _d),
-    "protocol": ("protocol_info", (dict,), _d),
-    "splits": ("splits", (dict,), _d),
-    "datasets": ("datasets", (dict,), _d),
-    "seed": ("seed", (int,), lambda: 0),
-    "device": ("device", (str,), lambda: ""),
-    "world_size": ("world_size", (int,), lambda: 1),
-    "torch_threads": ("torch_threads", (int, type(None)), lambda: None),
-    "media": ("media", (dict,), _d),
-    "git_commit": ("git_commit", (str, type(None)), lambda: None),
-    "versions": ("versions", (dict,), _d),
-    "resumed": ("resumed", (bool,), lambda: False),
-    "skipped_media": ("skipped_media", (dict, type(None)), lambda: None),
-    "checkpoint": ("checkpoint", (dict, type(None)), lambda: None),
-    "timings": ("timings", (dict, type(None)), lambda: None),
-    "describe": ("describe", (dict, type(None)), lambda: None),
-    "n_test_videos": ("n_test_videos", (int, type(None)), lambda: None),
-    "finished": ("finished", (str, type(None)), lambda: None),
-    "error": ("error", (str, type(None)), lambda: None),
-    "error_kind": ("error_kind", (str, type(None)), lambda: None),
+# JSON key -> (attribute, accepted types); order = order in run.json. A key missing from a
+# run.json takes the field's default.
+_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "schema": ("schema", (int,)),
+    "run_id": ("run_id", (str,)),
+    "status": ("status", (str,)),
+    "created": ("created", (str,)),
+    "command": ("command", (list,)),
+    "detector": ("detector_info", (dict,)),
+    "protocol": ("protocol_info", (dict,)),
+    "splits": ("splits", (dict,)),
+    "datasets": ("datasets", (dict,)),
+    "seed": ("seed", (int,)),
+    "device": ("device", (str,)),
+    "world_size": ("world_size", (int,)),
+    "torch_threads": ("torch_threads", (int, type(None))),
+    "media": ("media", (dict,)),
+    "git_commit": ("git_commit", (str, type(None))),
+    "versions": ("versions", (dict,)),
+    "resumed": ("resumed", (bool,)),
+    "skipped_media": ("skipped_media", (dict, type(None))),
+    "checkpoint": ("checkpoint", (dict, type(None))),
+    "timings": ("timings", (dict, type(None))),
+    "describe": ("describe", (dict, type(None))),
+    "n_test_videos": ("n_test_videos", (int, type(None))),
+    "finished": ("finished", (str, type(None))),
+    "error": ("error", (str, type(None))),
+    "error_kind": ("error_kind", (str, type(None))),
 }
 STATUSES = ("incomplete", "complete", "failed")
 # error_kind of a run that failed on a checkpoint it cannot read: --resume never picks it again
@@ -325,11 +314,6 @@ class RunRecord:
         return str(self.finished or self.created or "")
 
     @property
-    def info(self) -> dict[str, Any]:
-        """The record as a plain dict (a copy: changing it changes nothing)."""
-        return self.to_dict()
-
-    @property
     def resumable(self) -> bool:
         """Not complete, and not failed on a checkpoint that cannot be read."""
         return not self.complete and self.error_kind != CHECKPOINT_ERROR
@@ -343,7 +327,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, (attr, _, _) in _FIELDS.items():
+        for key, (attr, _) in _FIELDS.items():
             out[key] = copy.deepcopy(getattr(self, attr))
         out["identity"] = self.identity.to_dict()
         for k, v in self.extra.items():
@@ -376,10 +360,10 @@ class RunRecord:
     def _from_dict(cls, d: Any, path: Path | None) -> RunRecord:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, not {type(d).__name__}")
-        schema = d.get("schema", _MISSING)
-        if schema is _MISSING:
+        if "schema" not in d:
             raise ValueError(f"no schema version (written before schema {SCHEMA_VERSION}, "
                              f"or not by avbench); run it again")
+        schema = d["schema"]
         if not isinstance(schema, int) or isinstance(schema, bool):
             raise ValueError(f"schema {schema!r} is not a version number")
         if schema < SCHEMA_VERSION:
@@ -389,29 +373,27 @@ class RunRecord:
             raise ValueError(f"schema {schema} is newer than this avbench's "
                              f"({SCHEMA_VERSION}); update avbench to read it")
         kw: dict[str, Any] = {}
-        for key, (attr, types, default) in _FIELDS.items():
+        for key, (attr, types) in _FIELDS.items():
             if key not in d:
-                kw[attr] = default()
-                continue
+                continue  # the field's default
             v = d[key]
             ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
             if not ok:
                 names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
                 raise ValueError(f"{key!r} is {type(v).__name__}, expected {names}")
             kw[attr] = copy.deepcopy(v)
-        det, proto = kw["detector_info"], kw["protocol_info"]
+        extra = {k: copy.deepcopy(v) for k, v in d.items() if k not in _FIELDS and k != "identity"}
+        rec = cls(**kw, extra=extra, path=Path(path) if path is not None else None)
+        det, proto = rec.detector_info, rec.protocol_info
         if not isinstance(det.get("name"), str) or not det["name"]:
             raise ValueError("no detector name")
         for k in ("name", "version"):
             if not isinstance(proto.get(k), str) or not proto[k]:
                 raise ValueError(f"no protocol {k}")
-        if kw["status"] not in STATUSES:
-            raise ValueError(f"status {kw['status']!r} is not one of {', '.join(STATUSES)}")
+        if rec.status not in STATUSES:
+            raise ValueError(f"status {rec.status!r} is not one of {', '.join(STATUSES)}")
         if "identity" not in d:
             raise ValueError("no identity block")
-        kw["extra"] = {k: copy.deepcopy(v) for k, v in d.items()
-                       if k not in _FIELDS and k != "identity"}
-        rec = cls(**kw, path=Path(path) if path is not None else None)
         stored = RunIdentity.from_dict(d["identity"])
         diff = rec.identity.differences(stored)
         if diff:
@@ -571,19 +553,6 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def iter_runs(root: Path) -> Iterator[RunRecord | ResultsError]:
-    """Every run folder below ``root`` (errors are yielded, not raised, so one bad folder
-    does not hide the rest)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ResultsError(f"results folder not found: {root}")
-    for f in sorted(root.rglob("run.json")):
-        try:
-            yield read_run(f.parent)
-        except ResultsError as e:
-            yield e
 
 
 def load_scores(run_dir: Path) -> Any:
