@@ -29,12 +29,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avbench.results import ALL_FOLDS
+
 if TYPE_CHECKING:
     from pandas import DataFrame
 
     from avbench.protocols import Protocol
 
-ALL_FOLDS = "all"  # the folder of a protocol without folds (avbench.results.ALL_FOLDS)
 LABEL_COLUMNS = ("label", "label_v", "label_a")
 SCORE_COLUMNS = ("score", "score_v", "score_a")
 _REQUIRED_COLUMNS = ("id", "label", "score")
