@@ -2,10 +2,10 @@
 
 Sections (``--only`` picks some):
 
-* ``decode``: bare PyAV decoding of test media against the full media pipeline (decode,
-  25 fps, 16 kHz mono, resize + crop, segments); bare decoding runs with FFmpeg's threads
-  and in one thread, and the floor is the faster of the two;
-* ``cache``: reading prepared segments (and whole clips) against decoding the sources;
+* ``decode``: bare PyAV decoding of test media (one thread, nothing converted: the floor)
+  against the full media pipeline (decode, 25 fps, 16 kHz mono, resize + crop, segments);
+* ``cache``: the compressed prepared cache on real-looking footage: size, PSNR, segment
+  reads and preparation per core, projected to FakeAVCeleb (:mod:`avbench.bench.cache`);
 * ``loader``: segments per second the engine's DataLoader delivers, against what a training
   step consumes;
 * ``model``: an avprompt training step against the frozen-backbone floor, evaluation against
@@ -211,18 +211,17 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
             from avbench.bench import media as bm
             from avbench.media.videoset import pipeline_for_spec
 
-            kinds = bm.media_kinds(spec.size)
-            say(f"writing {prof.clips} test clips of {prof.seconds:g} s in each of "
-                f"{len(kinds)} formats")
-            files = bm.make_media(work / "media", kinds, prof.clips, prof.seconds)
             pipeline = pipeline_for_spec(spec)
+            kinds = bm.media_kinds(spec.size)
+            files: dict[str, list[Path]] = {}
+            if {"decode", "loader"} & set(opts.sections):  # (the cache section writes its own)
+                say(f"writing {prof.clips} test clips of {prof.seconds:g} s in each of "
+                    f"{len(kinds)} formats")
+                files = bm.make_media(work / "media", kinds, prof.clips, prof.seconds)
             if "decode" in opts.sections:
                 say("decode: bare PyAV against the media pipeline")
                 doc["decode"] = bm.bench_decode(files, kinds, pipeline, spec.frames,
                                                 prof.media_reps, prof.seconds)
-            prep = None
-            if {"cache", "loader"} & set(opts.sections):
-                prep = bm.prepare_media(files, work / "cache", pipeline, spec)
             if "cache" in opts.sections:
                 from avbench.bench import cache as bc
 
@@ -237,7 +236,8 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
 
                 workers = opts.workers if opts.workers is not None else resolve_workers(-1)
                 say(f"loader: DataLoader throughput (engine workers here: {workers})")
-                doc["loader"] = bm.bench_loader(prep, batch, device, workers,
+                videoset = bm.prepare_media(files, work / "cache", pipeline, spec)
+                doc["loader"] = bm.bench_loader(videoset, batch, device, workers,
                                                 max(4, prof.loader_segments // batch))
         if "model" in opts.sections:
             from avbench.bench import model as mm

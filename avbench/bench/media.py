@@ -1,4 +1,5 @@
-"""The media half of ``avbench bench``: test media, decoding, the prepared cache, the loader.
+"""The media half of ``avbench bench``: test media, decoding, and the loader over them
+(the prepared cache's own section is :mod:`avbench.bench.cache`).
 
 Everything is measured on media the bench writes itself (:func:`make_media`), so that a clean
 install can run it: speech-like audio and a moving face-like picture with some noise, encoded
@@ -215,16 +216,7 @@ def bench_decode(media: dict[str, list[Path]], kinds: list[MediaKind], pipeline:
 # the prepared cache
 
 
-@dataclass
-class Prepared:
-    cache: Any
-    videoset: Any
-    paths: list[Path]
-    prepare_s: float
-
-
-def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any,
-                  spec: Any) -> Prepared:
+def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any, spec: Any) -> Any:
     """Prepare every test clip into a fresh cache under ``folder``; a VideoSet over them."""
     from avbench.media.cache import PreparedCache, prepare
     from avbench.media.videoset import VideoSet
@@ -232,15 +224,12 @@ def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any,
 
     cache = PreparedCache(folder)
     items = [(f"{kind}/{p.name}", p) for kind, paths in media.items() for p in paths]
-    t = time.perf_counter()
     res = prepare(items, pipeline, cache, workers=0, progress=False)
-    seconds = time.perf_counter() - t
     if res.problems:
         raise RuntimeError(f"bench media could not be prepared: {res.problems[0]}")
     records = [VideoRecord(id=vid, dataset="bench", label=i % 2, label_v=i % 2, label_a=0)
                for i, (vid, _) in enumerate(items)]
-    videoset = VideoSet(records, res.entries, cache, spec)
-    return Prepared(cache, videoset, [p for _, p in items], seconds / len(items))
+    return VideoSet(records, res.entries, cache, spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,16 +257,17 @@ def _loader_rate(videoset: Any, workers: int, batch: int, n_batches: int, device
     return count / seconds
 
 
-def bench_loader(prep: Prepared, batch: int, device: str, engine_workers: int,
+def bench_loader(videoset: Any, batch: int, device: str, engine_workers: int,
                  n_batches: int) -> dict[str, Any]:
-    """Loader throughput: in the main process, one worker, and the engine's worker count."""
+    """Loader throughput over ``videoset`` (:func:`prepare_media`): in the main process, one
+    worker, and the engine's worker count."""
     rates = {
-        "main_process_segments_per_s": _loader_rate(prep.videoset, 0, batch, n_batches, device),
-        "one_worker_segments_per_s": _loader_rate(prep.videoset, 1, batch, n_batches, device),
+        "main_process_segments_per_s": _loader_rate(videoset, 0, batch, n_batches, device),
+        "one_worker_segments_per_s": _loader_rate(videoset, 1, batch, n_batches, device),
     }
     if engine_workers > 1:
         rates["engine_workers_segments_per_s"] = _loader_rate(
-            prep.videoset, engine_workers, batch, n_batches * engine_workers, device)
+            videoset, engine_workers, batch, n_batches * engine_workers, device)
     elif engine_workers == 1:
         rates["engine_workers_segments_per_s"] = rates["one_worker_segments_per_s"]
     else:
