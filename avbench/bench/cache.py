@@ -89,13 +89,7 @@ def bench_prepared_cache(paths: list[Path], footage: str, folder: Path, pipeline
                          frames: int, reads: int) -> dict[str, Any]:
     """Prepare ``paths`` into a fresh cache (one process, timed per clip in CPU seconds),
     then measure size, PSNR against the pipeline's output, verification and segment reads."""
-    from avbench.media.cache import (
-        CACHE_FORMAT,
-        META_FILE,
-        PreparedCache,
-        hash_file,
-        prepare,
-    )
+    from avbench.media.cache import CACHE_FORMAT, PreparedCache, prepare
     from avbench.media.decode import decode
 
     cache = PreparedCache(folder)
@@ -114,32 +108,17 @@ def bench_prepared_cache(paths: list[Path], footage: str, folder: Path, pipeline
         entry = res.entries[str(i)]
         entries.append(entry)
         seconds_of_video += entry.n_frames / entry.fps
-        cache_bytes += sum(p.stat().st_size for p in entry.dir.iterdir() if p.name != META_FILE)
+        cache_bytes += sum(f["size"] for f in entry.meta["files"].values())  # (meta.json not)
         raw_bytes += clip.frames.nbytes + clip.audio.nbytes
         psnrs.append(psnr(cache.load(entry).frames, clip.frames))
 
     t = _cpu()
-    for e in entries:
-        for name in ("video.mp4", "audio.npy"):
-            hash_file(e.dir / name)
+    for e in entries:  # the check prepare makes of every entry it uses
+        damage = cache.check_entry(e.key)[1]
+        if damage:
+            raise RuntimeError(f"bench cache entry {e.dir}: {damage}")
     verify_s = (_cpu() - t) / len(entries)
-
-    rates = {}
-    rng = np.random.default_rng(0)
-    for name, aligned in (("any_start", False), ("keyframe_start", True)):
-        reader = PreparedCache(folder)  # a fresh reader: its decoder is made on first use
-        out = np.empty((frames, 3, entries[0].height, entries[0].width), dtype=np.uint8)
-        audio = np.empty(frames * entries[0].samples_per_frame, dtype=np.float32)
-        picks = rng.integers(0, len(entries), reads)
-        t = _cpu()
-        for j in picks:
-            e = entries[int(j)]
-            last = e.n_frames - frames
-            start = (int(rng.integers(0, last // 16 + 1)) * 16 if aligned
-                     else int(rng.integers(0, last + 1)))
-            reader.read_frames(e, start, out)
-            reader.read_audio(e, start * e.samples_per_frame, audio)
-        rates[name] = reads / (_cpu() - t)
+    rates = _segment_rates(folder, entries, frames, reads)
 
     mb_per_s = cache_bytes / 1e6 / seconds_of_video
     prep_per_clip = float(np.median(prepare_cpu))
@@ -174,3 +153,28 @@ def bench_prepared_cache(paths: list[Path], footage: str, folder: Path, pipeline
         "fakeavceleb_disk_gb": FAKEAVCELEB_CLIPS * clip_s * mb_per_s / 1e3,
         "fakeavceleb_raw_disk_gb": FAKEAVCELEB_CLIPS * clip_s * raw_bytes / 1e9 / seconds_of_video,
     }
+
+
+def _segment_rates(folder: Path, entries: list[Any], frames: int,
+                   reads: int) -> dict[str, float]:
+    """Random ``frames``-frame segments (video and audio) read per CPU second, starting at
+    any frame (``any_start``, training) and at keyframes (``keyframe_start``, evaluation)."""
+    from avbench.media.cache import GOP, PreparedCache
+
+    rates = {}
+    rng = np.random.default_rng(0)
+    for name, aligned in (("any_start", False), ("keyframe_start", True)):
+        reader = PreparedCache(folder)  # a fresh reader: its decoder is made on first use
+        out = np.empty((frames, 3, entries[0].height, entries[0].width), dtype=np.uint8)
+        audio = np.empty(frames * entries[0].samples_per_frame, dtype=np.float32)
+        picks = rng.integers(0, len(entries), reads)
+        t = _cpu()
+        for j in picks:
+            e = entries[int(j)]
+            last = e.n_frames - frames
+            start = (int(rng.integers(0, last // GOP + 1)) * GOP if aligned
+                     else int(rng.integers(0, last + 1)))
+            reader.read_frames(e, start, out)
+            reader.read_audio(e, start * e.samples_per_frame, audio)
+        rates[name] = reads / (_cpu() - t)
+    return rates
