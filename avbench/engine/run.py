@@ -14,6 +14,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from avbench.results import (
     RunIdentity,
     RunLock,
     RunRecord,
+    atomic_write_bytes,
     atomic_write_json,
     new_run_id,
     read_run,
@@ -217,7 +219,12 @@ class _Console:
 
 def run(opts: RunOptions, console: Any = None) -> list[Path]:
     """Run every requested fold; returns the run folders written."""
-    from avbench.datasets.resolve import find_dataset_sources, resolve_dataset
+    from avbench.datasets.resolve import (
+        find_dataset_sources,
+        index_line,
+        missing_dataset_message,
+        resolve_dataset,
+    )
     from avbench.plugins import get_plugins
     from avbench.protocols import get_protocol
 
@@ -240,16 +247,12 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
         adapters[name] = plugins.dataset(name).load()
         value = sources.get(name)
         if value is None:
-            from avbench.datasets.resolve import missing_dataset_message
-
             raise AvbenchError(missing_dataset_message(name, plugins.datasets))
         indexes[name] = distributed.rank0_first(
             dist, lambda n=name, v=value: resolve_dataset(n, v, plugins.datasets)
         )
-        idx = indexes[name]
-        from avbench.datasets.resolve import index_line  # names the problems, and the command
-
-        out_console.print(index_line(name, value, idx), soft_wrap=True)
+        # the line names the index's problems, and the command that lists them
+        out_console.print(index_line(name, value, indexes[name]), soft_wrap=True)
     index_s = time.perf_counter() - t0
 
     folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
@@ -262,8 +265,8 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
 
 def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
-    from avbench.media.cache import PreparedCache, cache_format, prepare
-    from avbench.media.videoset import VideoSet, pipeline_for_spec
+    from avbench.media.cache import PreparedCache, cache_format
+    from avbench.media.videoset import VideoSet
     from avbench.metrics import metrics_from_frame
     from avbench.protocols import build_splits, check_vocabulary
 
@@ -320,48 +323,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         # -- media ------------------------------------------------------------------------
         t = time.perf_counter()
         cache = PreparedCache(opts.cache_dir)
-        prepared = {}
-        skipped: list[dict[str, Any]] = []
-        for name, split in splits.items():
-            idx = indexes[split.dataset]
-            pipeline = pipeline_for_spec(spec, max_seconds=split.spec.max_seconds,
-                                         face_crop=idx.face_crop)
-            items = [(r.id, idx.root / r.id) for r in split.records]
-            res = distributed.rank0_first(
-                dist,
-                lambda items=items, pipeline=pipeline: prepare(
-                    items, pipeline, cache, workers=opts.workers,
-                    progress=not opts.quiet and dist.rank == 0,
-                ),
-            )
-            for p in res.problems:
-                skipped.append({"split": name, "id": p.id, "kind": p.kind, "reason": p.reason})
-            prepared[name] = res
-        if skipped:
-            kinds: dict[str, int] = {}
-            for s in skipped:
-                kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
-            summary = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
-            first = skipped[0]
-            if opts.on_bad_media == "fail":
-                raise BadMediaError(first["id"], f"{first['reason']} ({len(skipped)} bad file(s) "
-                                    f"in all; {summary})", first["kind"])
-            console.print(f"[bold red]{len(skipped)} video(s) could not be decoded and are "
-                          f"skipped[/] ({summary}); listed in run.json under skipped_media")
-        record.skipped_media = {
-            "count": len(skipped),
-            "by_kind": {k: sum(1 for s in skipped if s["kind"] == k)
-                        for k in sorted({s["kind"] for s in skipped})},
-            "items": skipped,
-        }
-        sets = {}
-        for name, split in splits.items():
-            res = prepared[name]
-            recs = [r for r in split.records if r.id in res.entries]
-            record.splits[name]["n_used"] = len(recs)
-            if not recs:
-                raise AvbenchError(f"split {name}: no decodable video left")
-            sets[name] = (recs, res.entries)
+        sets = _prepare_media(opts, splits, indexes, spec, cache, record, console, dist)
         prepare_s = time.perf_counter() - t
 
         # -- fit (train + val only) ---------------------------------------------------------
@@ -425,6 +387,54 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
             lock.release()
 
 
+def _prepare_media(opts: RunOptions, splits: dict[str, Any], indexes: dict[str, Any],
+                   spec: Any, cache: Any, record: RunRecord, console: _Console,
+                   dist: Any) -> dict[str, tuple[list[Any], dict[str, Any]]]:
+    """Prepare every split's videos (rank 0 first): ``{split: (usable records, cache
+    entries)}``. Videos that cannot be decoded are skipped and listed in
+    ``record.skipped_media`` (``--on-bad-media fail``: a BadMediaError instead); each split's
+    ``n_used`` is recorded."""
+    from avbench.media.cache import prepare
+    from avbench.media.videoset import pipeline_for_spec
+
+    prepared = {}
+    skipped: list[dict[str, Any]] = []
+    for name, split in splits.items():
+        idx = indexes[split.dataset]
+        pipeline = pipeline_for_spec(spec, max_seconds=split.spec.max_seconds,
+                                     face_crop=idx.face_crop)
+        items = [(r.id, idx.root / r.id) for r in split.records]
+        res = distributed.rank0_first(
+            dist,
+            lambda items=items, pipeline=pipeline: prepare(
+                items, pipeline, cache, workers=opts.workers,
+                progress=not opts.quiet and dist.rank == 0,
+            ),
+        )
+        for p in res.problems:
+            skipped.append({"split": name, "id": p.id, "kind": p.kind, "reason": p.reason})
+        prepared[name] = res
+    kinds = dict(sorted(Counter(s["kind"] for s in skipped).items()))
+    if skipped:
+        summary = ", ".join(f"{k}: {v}" for k, v in kinds.items())
+        first = skipped[0]
+        if opts.on_bad_media == "fail":
+            raise BadMediaError(first["id"], f"{first['reason']} ({len(skipped)} bad file(s) "
+                                f"in all; {summary})", first["kind"])
+        console.print(f"[bold red]{len(skipped)} video(s) could not be decoded and are "
+                      f"skipped[/] ({summary}); listed in run.json under skipped_media")
+    record.skipped_media = {"count": len(skipped), "by_kind": kinds, "items": skipped}
+    sets = {}
+    for name, split in splits.items():
+        res = prepared[name]
+        recs = [r for r in split.records if r.id in res.entries]
+        record.splits[name]["n_used"] = len(recs)
+        if not recs:
+            raise AvbenchError(f"split {name}: no decodable video left")
+        sets[name] = (recs, res.entries)
+    return sets
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -454,8 +464,6 @@ def _save_state(detector: Detector, run_dir: Path) -> None:
     import io
 
     import numpy as np
-
-    from avbench.results import atomic_write_bytes
 
     state = detector.state_dict()
     if not state:
