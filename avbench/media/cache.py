@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avbench.errors import AvbenchError, BadMediaError
-from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode
+from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode, gbrp_into
 from avbench.media.encode import yuv420p_frames
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -419,6 +419,9 @@ class SegmentReader:
         count = len(out)
         if not (start >= 0 and count >= 1 and start + count <= entry.n_frames):
             raise ValueError(f"frames {start}..{start + count} of a {entry.n_frames}-frame entry")
+        if out.shape[1:] != (3, entry.height, entry.width):
+            raise ValueError(f"frames of shape {out.shape[1:]} from a "
+                             f"{entry.width}x{entry.height} entry")
         video, offsets = self._index(entry)
         first = start // GOP * GOP
         lo, hi = int(offsets[first]), int(offsets[start + count])
@@ -442,19 +445,13 @@ class SegmentReader:
         if len(frames) != start + count - first:
             raise CacheCorruptError(f"prepared entry {entry.dir}: {len(frames)} frames decoded "
                                     f"from packets {first}..{start + count - 1}")
-        for k, frame in enumerate(frames[start - first :]):
-            self._rgb(frame, out[k], entry.height, entry.width)
-        return out
-
-    def _rgb(self, frame: Any, dst: np.ndarray, h: int, w: int) -> None:
         if self._reformatter is None:
             from av.video.reformatter import VideoReformatter
 
             self._reformatter = VideoReformatter()
-        g = self._reformatter.reformat(frame, format="gbrp", threads=1)
-        for c, plane in zip((1, 2, 0), g.planes, strict=True):  # gbrp: G, B, R planes
-            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-            dst[c] = rows[:h, :w]
+        for k, frame in enumerate(frames[start - first :]):
+            gbrp_into(self._reformatter.reformat(frame, format="gbrp", threads=1), out[k])
+        return out
 
     def read_audio(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
         """Samples ``start`` to ``start + len(out)`` of ``entry`` into ``out`` (float32)."""

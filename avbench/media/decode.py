@@ -249,12 +249,19 @@ class _Frames:
             frame = self.scaler.reformat(frame, **self.scale)  # still in its own format
         img = self.reformatter.reformat(frame, **self.final)
         if self.final["format"] == "gbrp":
-            for channel, plane in zip((1, 2, 0), img.planes, strict=True):  # G, B, R
-                rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-                dst[channel] = rows[:, : plane.width]
+            gbrp_into(img, dst)
         else:
             rgb = img.to_ndarray()  # (H, W, 3), a view of the frame's plane
             dst[...] = rgb.transpose(2, 0, 1) if self.planar else rgb
+
+
+def gbrp_into(img: Any, dst: np.ndarray) -> None:
+    """A planar-RGB (``gbrp``: G, B, R planes) frame into ``dst`` (3, H, W) RGB: its top-left
+    H x W (the planes' rows carry padding, and a coded frame may be larger than its clip)."""
+    h, w = dst.shape[1:]
+    for channel, plane in zip((1, 2, 0), img.planes, strict=True):
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        dst[channel] = rows[:h, :w]
 
 
 def _crop_graph(frame: Any) -> Any:
