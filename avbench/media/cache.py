@@ -368,16 +368,16 @@ def _npy_bytes(audio: np.ndarray) -> tuple[bytes, int]:
 class SegmentReader:
     """Reads frames and samples of prepared entries.
 
-    One h264 decoder per thread and stream setup (extradata) is kept and reused across
-    entries, flushed before each segment; a segment's packets are read from the file at the
-    offsets in the entry's index, from the keyframe at or before its first frame. Frames come
-    out as uint8 RGB (3, H, W). Nothing is kept when pickled (DataLoader workers build their
-    own)."""
+    One h264 decoder per thread and stream setup (extradata), and one RGB converter per
+    thread, are kept and reused across entries, the decoder flushed before each segment; a
+    segment's packets are read from the file at the offsets in the entry's index, from the
+    keyframe at or before its first frame. Frames come out as uint8 RGB (3, H, W). Nothing is
+    kept when pickled (DataLoader workers build their own)."""
 
     def __init__(self) -> None:
         self._decoders: dict[tuple[int, str], Any] = {}
         self._offsets: dict[str, np.ndarray] = {}
-        self._reformatter: Any = None
+        self._reformatters: dict[int, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -445,12 +445,13 @@ class SegmentReader:
         if len(frames) != start + count - first:
             raise CacheCorruptError(f"prepared entry {entry.dir}: {len(frames)} frames decoded "
                                     f"from packets {first}..{start + count - 1}")
-        if self._reformatter is None:
+        rgb = self._reformatters.get(threading.get_ident())
+        if rgb is None:  # (a swscale context: not to be shared between threads)
             from av.video.reformatter import VideoReformatter
 
-            self._reformatter = VideoReformatter()
+            rgb = self._reformatters[threading.get_ident()] = VideoReformatter()
         for k, frame in enumerate(frames[start - first :]):
-            gbrp_into(self._reformatter.reformat(frame, format="gbrp", threads=1), out[k])
+            gbrp_into(rgb.reformat(frame, format="gbrp", threads=1), out[k])
         return out
 
     def read_audio(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
