@@ -86,8 +86,9 @@ def plugin_modules(system: Any) -> dict[str, str]:
     plugin code, the built-in plugin's included."""
     if system is None:
         return {}
+    statuses = list(getattr(system, "statuses", []))
     labels: dict[str, str] = {}
-    for s in getattr(system, "statuses", []):
+    for s in statuses:
         label = repr(s.name)
         if s.distribution:
             label += f" (distribution {s.distribution} {s.version})".replace(" )", ")")
@@ -102,14 +103,13 @@ def plugin_modules(system: Any) -> dict[str, str]:
 
     pm = getattr(system, "pm", None)
     if pm is not None:
-        for name in labels:
-            obj = pm.get_plugin(name)
+        for s in statuses:
+            obj = pm.get_plugin(s.name)
             if obj is not None:
-                add(_module_of(obj), name)
-                top = (_module_of(obj) or "").split(".")[0]
-                status = next(s for s in system.statuses if s.name == name)
-                if status.source == "entrypoint":  # the distribution's whole package
-                    add(top, name)
+                module = _module_of(obj)
+                add(module, s.name)
+                if s.source == "entrypoint":  # the distribution's whole package
+                    add((module or "").split(".")[0], s.name)
         for hook_name in dir(pm.hook):
             caller = getattr(pm.hook, hook_name)
             if hook_name.startswith("avbench_") and hasattr(caller, "get_hookimpls"):
