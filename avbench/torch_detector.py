@@ -176,17 +176,20 @@ class TorchDetector(Detector):
                 )
         return tuple(n + "." for n in names)
 
-    def saved_keys(self) -> list[str]:
-        """The keys of :meth:`state_dict`: the model's ``state_dict()`` (parameters and
-        persistent buffers) minus those under :meth:`frozen_modules`, in the model's order."""
+    def _saved_state(self) -> dict[str, torch.Tensor]:
+        """The model's ``state_dict()`` (parameters and persistent buffers) minus the keys
+        under :meth:`frozen_modules`, in the model's order (the tensors themselves)."""
         frozen = self._frozen_prefixes()
-        return [k for k in self.model.state_dict() if not k.startswith(frozen)]
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith(frozen)}
+
+    def saved_keys(self) -> list[str]:
+        """The keys of :meth:`state_dict` (see :meth:`_saved_state`)."""
+        return list(self._saved_state())
 
     def state_dict(self) -> dict[str, Any]:
         """The model's whole state (parameters and buffers, BatchNorm statistics included)
         except its frozen parts, as CPU tensors (saved to ``state.pt`` and checkpoints)."""
-        keep = set(self.saved_keys())
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in keep}
+        return {k: v.detach().cpu() for k, v in self._saved_state().items()}
 
     def check_state(self, state: Any) -> None:
         """Raise ``ValueError`` naming the first key that keeps ``state`` from loading: a saved
@@ -200,7 +203,8 @@ class TorchDetector(Detector):
         if unexpected:
             raise ValueError(f"state does not fit {who}: unexpected key {unexpected[0]!r}"
                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
-        missing = [k for k in self.saved_keys() if k not in state]
+        frozen = self._frozen_prefixes()
+        missing = [k for k in model_state if not k.startswith(frozen) and k not in state]
         if missing:
             raise ValueError(f"state does not fit {who}: missing key {missing[0]!r}"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
