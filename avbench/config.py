@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import hashlib
+import json
+import math
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any, Literal, Union
 
 from avbench.errors import ConfigError
@@ -117,14 +122,10 @@ def _canonical(value: Any, key: str) -> Any:
     """``value`` as JSON with one spelling per value: tuples as lists, sets sorted, paths as
     text, enums by value; anything else must be a JSON scalar or print the same way in every
     process (no ``<object at 0x...>``)."""
-    import enum
-    from pathlib import PurePath
-
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) \
-            else repr(value)
+        return value if math.isfinite(value) else repr(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _canonical(dataclasses.asdict(value), key)
     if isinstance(value, Mapping):
@@ -132,8 +133,6 @@ def _canonical(value: Any, key: str) -> Any:
     if isinstance(value, list | tuple):
         return [_canonical(v, key) for v in value]
     if isinstance(value, set | frozenset):
-        import json
-
         items = [_canonical(v, key) for v in value]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(value, enum.Enum):
@@ -154,9 +153,6 @@ def config_hash(config: Any) -> str:
     as :func:`config_to_dict` and ``engine.run.portable`` give it): equal configs give equal
     hashes in every process, whatever ``PYTHONHASHSEED``; configs differing in one value do
     not."""
-    import hashlib
-    import json
-
     canon = _canonical(config_to_dict(config), "config")
     blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
