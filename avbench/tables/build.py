@@ -162,8 +162,11 @@ def collect(results_root: str | Path, *, include_incomplete: bool = False,
 
 
 def _version_key(v: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
-                 for p in re.split(r"[.\-_+]", v) if p)
+    """Orders versions numerically per part; spellings of one version ("1.0", "1-0") are
+    ordered by their text, not by the set they were collected in (that order depends on
+    PYTHONHASHSEED)."""
+    return (tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                  for p in re.split(r"[.\-_+]", v) if p), v)
 
 
 def _recency(r: RunRecord) -> tuple:
