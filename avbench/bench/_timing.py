@@ -71,14 +71,13 @@ def interleaved_per_item(
     *,
     warmup: int = 1,
     cpu: dict[str, list[float]] | None = None,
-    cpu_clock: Callable[[], float] = time.process_time,
 ) -> dict[str, list[float]]:
     """Like :func:`interleaved`, but the contenders take turns on each item: for every
     repetition and item, each function runs once on that item, in an order that alternates
     from one (repetition, item) to the next. Returns, per function, its seconds for every
     (repetition, item) in the same order, so ``a[i] / b[i]`` compares two contenders a
     fraction of a second apart. The first ``warmup`` items are run once by each function
-    first, untimed. CPU time is read from ``cpu_clock``."""
+    first, untimed. With ``cpu``, the process's CPU seconds of each call go there."""
     names = list(fns)
     for item in items[:warmup]:
         for name in names:
@@ -90,12 +89,12 @@ def interleaved_per_item(
     for _ in range(reps):
         for item in items:
             for name in names if turn % 2 == 0 else names[::-1]:
-                c = cpu_clock()
+                c = time.process_time()
                 t = time.perf_counter()
                 fns[name](item)
                 out[name].append(time.perf_counter() - t)
                 if cpu is not None:
-                    cpu[name].append(cpu_clock() - c)
+                    cpu[name].append(time.process_time() - c)
             turn += 1
     return out
 
