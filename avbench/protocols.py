@@ -341,19 +341,18 @@ def build_splits(
     """Train/val/test records of a fold, checked for leakage; each split must hold real and
     fake videos (one class alone cannot be trained on, and gives no AUC)."""
     out: dict[str, Split] = {}
+    where = f" (fold {fold})" if fold else ""
     for name, spec in protocol.split_specs(fold).items():
         if spec.dataset not in indexes:
             raise ProtocolError(f"protocol {protocol.name}: dataset {spec.dataset!r} not provided")
         kept, n = select(indexes[spec.dataset].records, spec)
         if not kept:
-            where = f" (fold {fold})" if fold else ""
             raise ProtocolError(
                 f"protocol {protocol.name}{where}: split {name} selects no video of "
                 f"{spec.dataset}; check the dataset and the protocol's filters"
             )
         n_fake = sum(r.label for r in kept)
         if n_fake in (0, len(kept)):
-            where = f" (fold {fold})" if fold else ""
             only = "fake" if n_fake else "real"
             raise ProtocolError(
                 f"protocol {protocol.name}{where}: split {name} holds only {only} videos "
