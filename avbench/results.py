@@ -442,11 +442,9 @@ class RunLockedError(ResultsError):
 
 LOCK_NAME = "run.lock"
 try:
-    import fcntl as _fcntl  # noqa: F401
-
-    _HAVE_FCNTL = True
-except ImportError:  # pragma: no cover - Windows
-    _HAVE_FCNTL = False
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the pid alone decides
+    fcntl = None  # type: ignore[assignment]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -504,9 +502,7 @@ class RunLock:
 
     @staticmethod
     def _flock(fd: int, wait: bool = False) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: the pid alone decides
+        if fcntl is None:  # pragma: no cover - Windows
             return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -522,7 +518,7 @@ class RunLock:
             return True  # released in between: try again
         try:
             pid = _read_pid(self.file)
-            if _HAVE_FCNTL:
+            if fcntl is not None:
                 if not self._flock(fd):
                     return False  # its holder is alive (the kernel drops a dead one's flock)
                 if pid is None and time.time() - os.fstat(fd).st_mtime < 5.0:
