@@ -248,7 +248,8 @@ def all_protocols(plugins: Any) -> dict[str, Protocol]:
     """Every registered protocol by name (first registration of a name wins)."""
     out: dict[str, Protocol] = {}
     for src in plugins.protocol_sources:
-        p = load_protocol(src.path, plugin=src.plugin)
+        # parsed once, when it was registered
+        p = src.protocol if src.protocol is not None else load_protocol(src.path, plugin=src.plugin)
         out.setdefault(p.name, p)
     return out
 

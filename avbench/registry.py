@@ -202,6 +202,8 @@ class DatasetRegister(_Register):
 class ProtocolSource:
     path: Path
     plugin: str
+    #: the file as parsed when it was registered (a :class:`~avbench.protocols.Protocol`)
+    protocol: Any = field(default=None, compare=False, repr=False)
 
 
 class ProtocolRegister:
@@ -229,7 +231,7 @@ class ProtocolRegister:
         raises here and fails the plugin that registers it, not every later command."""
         from avbench.protocols import load_protocol
 
-        load_protocol(path, plugin=self.current_plugin)
-        self.sources.append(ProtocolSource(path, self.current_plugin))
+        protocol = load_protocol(path, plugin=self.current_plugin)
+        self.sources.append(ProtocolSource(path, self.current_plugin, protocol))
 
     __call__ = file
