@@ -34,8 +34,6 @@ TYPES = ("RealVideo-RealAudio", "RealVideo-FakeAudio", "FakeVideo-RealAudio",
          "FakeVideo-FakeAudio")
 METHODS = ("real", "rtvc", "wav2lip", "faceswap", "fsgan", "faceswap-wav2lip", "fsgan-wav2lip")
 GENDERS = ("men", "women")
-#: metadata column -> the record field (and protocol filter) it fills
-_FIELD = {"race": "group", "gender": "gender"}
 
 #: (type, method) -> category; the eight pairs FakeAVCeleb has
 CATEGORIES: dict[tuple[str, str], str] = {
@@ -113,6 +111,15 @@ def _check_file_name(file: str, where: str) -> str:
             raise DataError(f"{where}: file name {file!r} would leave the dataset root")
         raise DataError(f"{where}: file name {file!r} holds a directory")
     return f
+
+
+def _no_label(type_: str, method: str) -> str:
+    """Why a row of ``type_`` and ``method`` (not one of the CATEGORIES pairs) has no label."""
+    if type_ not in TYPES:
+        return f"type {type_!r} is not one of {', '.join(TYPES)}"
+    if method not in METHODS:
+        return f"method {method!r} is not one of {', '.join(METHODS)}"
+    return f"type {type_} with method {method} is not a FakeAVCeleb category"
 
 
 def scan_files(root: Path, suffix: str = ".mp4",
@@ -227,22 +234,16 @@ class FakeAVCelebAdapter(DatasetAdapter):
             at = f"{METADATA}:{line}"
             category = CATEGORIES.get((type_, method))
             if category is None:
-                if type_ not in TYPES:
-                    why = f"type {type_!r} is not one of {', '.join(TYPES)}"
-                elif method not in METHODS:
-                    why = f"method {method!r} is not one of {', '.join(METHODS)}"
-                else:
-                    why = f"type {type_} with method {method} is not a FakeAVCeleb category"
                 problems.append(IndexProblem(
-                    at, f"{why}; {rel} not indexed (its label is unknown)"))
+                    at, f"{_no_label(type_, method)}; {rel} not indexed (its label is unknown)"))
                 out.append((line, rel, None))
                 continue
-            for column, value, known in (("race", get["race"], GROUPS),
-                                         ("gender", get["gender"], GENDERS)):
-                if value not in known:
+            # column, the record field (and protocol filter) it fills, the values it can take
+            for column, field, known in (("race", "group", GROUPS), ("gender", "gender", GENDERS)):
+                if get[column] not in known:
                     problems.append(IndexProblem(
-                        at, f"{column} {value!r} is not one of {', '.join(known)}; {rel} is "
-                            f"indexed, but no {_FIELD[column]} filter selects it"))
+                        at, f"{column} {get[column]!r} is not one of {', '.join(known)}; {rel} is "
+                            f"indexed, but no {field} filter selects it"))
             label, label_v, label_a = LABELS[type_]
             targets = tuple(t for t in (get["target1"], get["target2"]) if t and t != "-")
             if get["category"] and get["category"] != LETTERS[type_]:
