@@ -456,10 +456,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     _STATE["argv"] = args
     _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
     _STATE["plugins_dir"] = None
-    from avbench.plugins import set_plugins_dir
+    from avbench import plugins as plugins_mod
 
     usage_errors, exits, aborts = _typer_click_exceptions()
-    set_plugins_dir(None)
+    plugins_mod.set_plugins_dir(None)
     try:
         # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
         code = app(args=args, prog_name="avbench", standalone_mode=False)
@@ -488,18 +488,12 @@ def run_cli(argv: list[str] | None = None) -> int:
             raise
         from avbench.failures import describe_failure
 
-        line, code = describe_failure(e, _loaded_plugins())
+        line, code = describe_failure(e, plugins_mod._SYSTEM)  # the one loaded, if any
         typer.echo(f"error: {line} (rerun with --debug for the traceback)", err=True)
         return code
     finally:
-        set_plugins_dir(None)  # --plugins-dir applies to this command only
+        plugins_mod.set_plugins_dir(None)  # --plugins-dir applies to this command only
     return 0
-
-
-def _loaded_plugins() -> Any:
-    """The plugin system this command loaded, if it loaded one (never loads it now)."""
-    plugins = sys.modules.get("avbench.plugins")
-    return getattr(plugins, "_SYSTEM", None)
 
 
 def main() -> NoReturn:
