@@ -69,11 +69,15 @@ def ensure_inside(root: str | Path, path: str | Path, *, what: str = "path",
     ``root`` (or is ``root``); else raise ``error``. Returns the path as given, joined to root."""
     root = Path(root)
     full = root / path
-    real_root = Path(os.path.realpath(root))
-    real = Path(os.path.realpath(full))
-    if real != real_root and real_root not in real.parents:
+    real = os.path.realpath(full)
+    if not _inside(real, os.path.realpath(root)):
         raise error(f"{what} {full} would lie outside {root} (it resolves to {real})")
     return full
+
+
+def _inside(real: str, real_root: str) -> bool:
+    """Whether resolved path ``real`` is ``real_root`` or lies below it."""
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 Problem = tuple[str, str]  # (where, relative to the root; reason)
@@ -97,9 +101,6 @@ def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
     files: dict[str, int] = {}
     problems: list[Problem] = []
 
-    def inside(real: str) -> bool:
-        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
-
     def walk(path: str, rel: str) -> None:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -117,7 +118,7 @@ def walk_files(root: str | Path, keep: Callable[[str], bool] | None = None
                 continue
             if is_link:
                 real = os.path.realpath(entry.path)
-                if not inside(real):
+                if not _inside(real, real_root):
                     problems.append((rel_e, f"link to {real}, outside the dataset root; "
                                             "not followed"))
                     continue
