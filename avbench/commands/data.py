@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -40,9 +41,6 @@ def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, co
     from rich.markup import escape
     from rich.table import Table
 
-    from avbench.detector import RunContext
-    from avbench.engine.progress import Progress
-
     bad_total = 0
     for name, idx in _indexes(data_items, plugins).items():
         recs = idx.records
@@ -66,34 +64,40 @@ def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, co
                           + escape("; ".join(f"{k} ({v})" for k, v in reasons.most_common())))
             for p in idx.problems:
                 console.print(escape(f"  {p.where}: {p.reason}"))
-        if not decode:
-            continue
-        paths = [str(idx.root / r.id) for r in recs]
-        bad: list[tuple[str, str, str]] = []
-        ctx = RunContext(console=console)
-        with Progress(ctx, total=len(paths), desc=f"decoding {name}", unit="video") as bar:
-            if workers > 0:
-                with ProcessPoolExecutor(workers) as pool:
-                    results = pool.map(_probe, paths, [idx.face_crop] * len(paths), chunksize=4)
-                    for r, res in zip(recs, results, strict=True):
-                        if res is not None:
-                            bad.append((r.id, *res))
-                        bar.advance(1)
-            else:
-                for r, p in zip(recs, paths, strict=True):
-                    res = _probe(p, idx.face_crop)
-                    if res is not None:
-                        bad.append((r.id, *res))
-                    bar.advance(1)
-        if bad:
-            console.print(f"[bold red]{len(bad)} of {len(paths)} file(s) cannot be decoded[/] "
-                          f"({', '.join(f'{k}: {v}' for k, v in Counter(b[1] for b in bad).items())})")
-            for vid, kind, reason in bad:
-                console.print(f"  {vid}: {kind}: {reason}")
-        else:
-            console.print(f"all {len(paths)} file(s) decode")
-        bad_total += len(bad)
+        if decode:
+            bad_total += _decode_all(name, idx, workers, console)
     return 1 if bad_total else 0
+
+
+def _decode_all(name: str, idx: Any, workers: int, console: Any) -> int:
+    """Decode every indexed file (in ``workers`` processes, or this one for 0), print the
+    ones that cannot be decoded; return how many."""
+    from avbench.detector import RunContext
+    from avbench.engine.progress import Progress
+
+    recs = idx.records
+    paths = [str(idx.root / r.id) for r in recs]
+    bad: list[tuple[str, str, str]] = []
+    ctx = RunContext(console=console)
+    with (Progress(ctx, total=len(paths), desc=f"decoding {name}", unit="video") as bar,
+          contextlib.ExitStack() as stack):
+        if workers > 0:
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            results = pool.map(_probe, paths, [idx.face_crop] * len(paths), chunksize=4)
+        else:
+            results = (_probe(p, idx.face_crop) for p in paths)
+        for r, res in zip(recs, results, strict=True):
+            if res is not None:
+                bad.append((r.id, *res))
+            bar.advance(1)
+    if bad:
+        console.print(f"[bold red]{len(bad)} of {len(paths)} file(s) cannot be decoded[/] "
+                      f"({', '.join(f'{k}: {v}' for k, v in Counter(b[1] for b in bad).items())})")
+        for vid, kind, reason in bad:
+            console.print(f"  {vid}: {kind}: {reason}")
+    else:
+        console.print(f"all {len(paths)} file(s) decode")
+    return len(bad)
 
 
 def prepare_cmd(data_items: list[str], *, size: int, max_seconds: float | None, workers: int,
