@@ -191,7 +191,7 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     for key in ("name", "version", "datasets", "splits"):
         if key not in data:
             raise ProtocolError(f"{path.name}: missing required key {key!r}")
-    # the name and the fold names become folders of the results store
+    # the name (and each fold name, _check_folds) becomes a folder of the results store
     check_name("protocol", data["name"], where=path.name, error=ProtocolError)
     datasets = data["datasets"]
     if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
@@ -210,17 +210,7 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     if not isinstance(splits, Mapping) or set(splits) != set(SPLITS):
         raise ProtocolError(f"{path.name}: [splits] must define exactly train, val and test")
     folds = data.get("folds", {})
-    if not isinstance(folds, Mapping):
-        raise ProtocolError(f"{path.name}: [folds] must be a table of fold tables")
-    seen_folds: dict[str, str] = {}
-    for fname, fold in folds.items():
-        check_name("fold", fname, where=path.name, error=ProtocolError)
-        if fname.lower() in seen_folds:  # one folder on a case-insensitive file system
-            raise ProtocolError(f"{path.name}: folds {seen_folds[fname.lower()]!r} and {fname!r} "
-                                "differ only in case")
-        seen_folds[fname.lower()] = fname
-        if not isinstance(fold, Mapping) or set(fold) - set(SPLITS):
-            raise ProtocolError(f"{path.name}: fold {fname!r} may only refine train, val, test")
+    _check_folds(folds, path)
     table = data.get("table")
     if table is not None and table not in (1, 2, 3, 4, 5):
         raise ProtocolError(f"{path.name}: table must be 1..5")
@@ -242,6 +232,22 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     for fold in p.folds or [None]:
         p.split_specs(fold)
     return p
+
+
+def _check_folds(folds: Any, path: Path) -> None:
+    """[folds] is a table of fold tables that refine only the splits; the fold names become
+    folders of the results store, so they are names and differ in more than case."""
+    if not isinstance(folds, Mapping):
+        raise ProtocolError(f"{path.name}: [folds] must be a table of fold tables")
+    seen_folds: dict[str, str] = {}
+    for fname, fold in folds.items():
+        check_name("fold", fname, where=path.name, error=ProtocolError)
+        if fname.lower() in seen_folds:  # one folder on a case-insensitive file system
+            raise ProtocolError(f"{path.name}: folds {seen_folds[fname.lower()]!r} and {fname!r} "
+                                "differ only in case")
+        seen_folds[fname.lower()] = fname
+        if not isinstance(fold, Mapping) or set(fold) - set(SPLITS):
+            raise ProtocolError(f"{path.name}: fold {fname!r} may only refine train, val, test")
 
 
 def all_protocols(plugins: Any) -> dict[str, Protocol]:
