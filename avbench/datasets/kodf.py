@@ -111,6 +111,41 @@ def _read_csv(path: Path) -> tuple[bytes, list[str], list[tuple[int, dict[str, s
     raise DataError(f"{path.name}: cannot decode (tried {', '.join(_ENCODINGS)})")
 
 
+def _classify(root: Path, files: dict[str, int], problems: list[IndexProblem]
+              ) -> list[tuple[str, str, str]]:
+    """(relative path, type, method) of each video under the two folders, in sorted order;
+    unknown method folders and files outside the folders are problems. Raises DataError when
+    either folder holds no video."""
+    found: list[tuple[str, str, str]] = []  # (rel, type, method)
+    unknown_methods: dict[str, int] = {}
+    outside = 0
+    for rel in sorted(files):
+        parts = rel.split("/")
+        if parts[0] == REAL_DIR and len(parts) >= 2:
+            found.append((rel, "original", "real"))
+        elif parts[0] == FAKE_DIR and len(parts) >= 3:
+            method = parts[1]
+            if method not in METHODS:
+                unknown_methods[method] = unknown_methods.get(method, 0) + 1
+            found.append((rel, "synthesized", method))
+        else:
+            outside += 1
+    for folder, type_, pattern in ((REAL_DIR, "original", "**.mp4"),
+                                   (FAKE_DIR, "synthesized", "<method>/**.mp4")):
+        if not any(t == type_ for _, t, _ in found):
+            raise DataError(
+                f"KoDF root {root}: no {folder}/{pattern} video found; without them a run "
+                "would see one class only")
+    for method, n in sorted(unknown_methods.items()):
+        problems.append(IndexProblem(
+            f"{FAKE_DIR}/{method}",
+            f"unknown method folder ({n} videos indexed as fakes of method {method!r})"))
+    if outside:
+        problems.append(IndexProblem(
+            ".", f"{outside} .mp4 files outside {REAL_DIR}/ and {FAKE_DIR}/<method>/ ignored"))
+    return found
+
+
 class KoDFAdapter(DatasetAdapter):
     """Index KoDF from its folders (and its metadata CSVs when present)."""
 
@@ -136,33 +171,7 @@ class KoDFAdapter(DatasetAdapter):
                     f"and {FAKE_DIR}/<method>/); without it a run would see one class only")
         problems: list[IndexProblem] = []
         files = scan_files(root, problems=problems)
-        found: list[tuple[str, str, str]] = []  # (rel, type, method)
-        unknown_methods: dict[str, int] = {}
-        outside = 0
-        for rel in sorted(files):
-            parts = rel.split("/")
-            if parts[0] == REAL_DIR and len(parts) >= 2:
-                found.append((rel, "original", "real"))
-            elif parts[0] == FAKE_DIR and len(parts) >= 3:
-                method = parts[1]
-                if method not in METHODS:
-                    unknown_methods[method] = unknown_methods.get(method, 0) + 1
-                found.append((rel, "synthesized", method))
-            else:
-                outside += 1
-        for folder, type_, pattern in ((REAL_DIR, "original", "**.mp4"),
-                                       (FAKE_DIR, "synthesized", "<method>/**.mp4")):
-            if not any(t == type_ for _, t, _ in found):
-                raise DataError(
-                    f"KoDF root {root}: no {folder}/{pattern} video found; without them a run "
-                    "would see one class only")
-        for method, n in sorted(unknown_methods.items()):
-            problems.append(IndexProblem(
-                f"{FAKE_DIR}/{method}",
-                f"unknown method folder ({n} videos indexed as fakes of method {method!r})"))
-        if outside:
-            problems.append(IndexProblem(
-                ".", f"{outside} .mp4 files outside {REAL_DIR}/ and {FAKE_DIR}/<method>/ ignored"))
+        found = _classify(root, files, problems)
 
         h = hashlib.sha256()
         meta = self._metadata(root, problems, h)
