@@ -2,8 +2,9 @@
 
 Items are dicts: ``video`` uint8 (T, 3, H, W) and ``audio`` float32 (S,) when the set's
 InputSpec reads them, and int64 scalars ``label``, ``label_v``, ``label_a``,
-``video_index``, ``start``. Both datasets pickle small (memory maps are reopened lazily in
-each worker), so they work with ``DataLoader(num_workers > 0)``.
+``video_index``, ``start``. Both datasets pickle small (each worker opens its own decoders
+of the cache's entries when it first reads one), so they work with
+``DataLoader(num_workers > 0)``.
 """
 
 from __future__ import annotations
