@@ -447,7 +447,8 @@ except ImportError:  # pragma: no cover - Windows: the pid alone decides
     fcntl = None  # type: ignore[assignment]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on Windows, where it cannot be probed: yes)."""
     if pid <= 0:
         return False
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
@@ -525,7 +526,7 @@ class RunLock:
                     return False  # its holder is alive (the kernel drops a dead one's flock)
                 if pid is None and time.time() - os.fstat(fd).st_mtime < 5.0:
                     return False  # just created, its pid not yet written
-            elif pid is not None and _pid_alive(pid):  # pragma: no cover - Windows
+            elif pid is not None and pid_alive(pid):  # pragma: no cover - Windows
                 return False
             try:
                 if os.fstat(fd).st_ino == os.stat(self.file).st_ino:

@@ -56,6 +56,7 @@ import numpy as np
 from avbench.errors import AvbenchError, BadMediaError
 from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode, gbrp_into
 from avbench.media.encode import yuv420p_frames
+from avbench.results import pid_alive
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -287,18 +288,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would signal the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,7 +753,7 @@ class PreparedCache:
             parts = child.name.rsplit("-", 2)
             stale = False
             if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-                stale = int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1]))
+                stale = int(parts[1]) != os.getpid() and not pid_alive(int(parts[1]))
             if not stale:
                 with contextlib.suppress(OSError):
                     stale = now - child.stat().st_mtime > _STALE_TMP_SECONDS
