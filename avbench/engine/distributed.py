@@ -21,6 +21,8 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    #: this process joined the group itself (and so leaves it: :func:`leave`)
+    owned: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -36,12 +38,27 @@ def init_from_env() -> Dist:
     import torch.distributed as td
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not td.is_initialized():
+    owned = not td.is_initialized()
+    if owned:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         td.init_process_group(backend=backend)
-    return Dist(td.get_rank(), td.get_world_size(), local, td.get_backend())
+    return Dist(td.get_rank(), td.get_world_size(), local, td.get_backend(), owned)
+
+
+def leave(dist: Dist, *, wait: bool) -> None:
+    """Leave the group :func:`init_from_env` joined. With ``wait``, first wait for every rank:
+    a rank that exits while another still works (rank 0 writes the results alone) tears down
+    the gloo threads under it, and the process aborts ("terminate called without an active
+    exception"). Without it (on an error), leave at once: another rank may never arrive."""
+    if not (dist.enabled and dist.owned):
+        return
+    import torch.distributed as td
+
+    if wait:
+        td.barrier()
+    td.destroy_process_group()
 
 
 def barrier(dist: Dist) -> None:

@@ -257,10 +257,16 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
     folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
     written = []
-    for fold in folds:
-        written.append(
-            _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, out_console, dist)
-        )
+    try:
+        for fold in folds:
+            written.append(
+                _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, out_console,
+                          dist)
+            )
+    except BaseException:
+        distributed.leave(dist, wait=False)
+        raise
+    distributed.leave(dist, wait=True)
     return [w for w in written if w is not None]
 
 
