@@ -1,4 +1,5 @@
-"""Progress display: rich bars on a terminal, nothing when quiet or on ranks other than 0."""
+"""Progress display: rich bars on a terminal; on a pipe or file, one plain line when a
+lasting bar ends (none for transient ones); nothing when quiet or on ranks other than 0."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Progress:
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        if self.enabled:
+        if self.enabled and self.console.is_terminal:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -65,3 +66,7 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
+        elif self.enabled and not self.transient and exc[0] is None:
+            seconds = time.perf_counter() - self._t0
+            self.console.print(f"{self.desc}: {self.done}/{self.total} {self.unit} in "
+                               f"{seconds:.1f} s", markup=False, highlight=False)
