@@ -204,10 +204,13 @@ def test_progress_output(clips, tmp_path: Path) -> None:
     from rich.console import Console
 
     out = StringIO()
-    console = Console(file=out, width=100)
+    console = Console(file=out, width=100, force_terminal=True)
     cache = PreparedCache(tmp_path / "cache")
     res = prepare(clips, PIPE, cache, progress=True, console=console)
     assert "preparing media" in out.getvalue() and "3/3" in out.getvalue()
+    piped = StringIO()  # on a pipe: no bars, the report says it
+    prepare(clips, PIPE, cache, progress=True, console=Console(file=piped, width=100))
+    assert piped.getvalue() == ""
     res.report(console)
     assert "3 videos: 3 prepared, 0 unusable" in out.getvalue()
     quiet = StringIO()

@@ -828,7 +828,8 @@ def _progress(enabled: bool, console: Console | None) -> Any:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
+        # on a pipe or file rich would print each finished bar: the run's summary says it all
+        disable=not enabled or (console is not None and not console.is_terminal),
         transient=False,
     )
 
