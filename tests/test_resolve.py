@@ -276,3 +276,37 @@ def test_two_processes_at_once(tmp_path, gen_log):
     assert entries == ["tiny-scale1-seed0-vt1", "tiny-scale1-seed0-vt1.lock"]
     idx = resolve_dataset("fakeavceleb", "tiny", DATASETS, cache=cache)
     assert idx.fingerprint == outs[0]["fingerprint"] and idx.problems == []
+
+
+def test_generation_is_announced_and_shows_progress(tmp_path, capsys, monkeypatch):
+    """A first run waits for the generator: stderr says so (on a pipe: a line before and
+    after); on a terminal a generator that reports progress gets a bar."""
+    ensure_generated(DATASETS["tiny"], cache=tmp_path / "a")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "generating dataset tiny (scale 1, seed 0) into the cache, once ..."
+    assert err[1].startswith("generated dataset tiny in ") and len(err) == 2
+    ensure_generated(DATASETS["tiny"], cache=tmp_path / "a")  # reused: nothing said
+    assert capsys.readouterr().err == ""
+
+    seen = []
+
+    def reporting(out, *, scale=1, seed=0, workers=0, progress=None):
+        for i in range(3):
+            progress(i + 1, 3)
+            seen.append(i)
+        return write_tiny_fakeavceleb(Path(out), seed)
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    ensure_generated(DatasetInfo("rep", generator=reporting, reads_as="fakeavceleb"),
+                     cache=tmp_path / "b")
+    assert seen == [0, 1, 2] and "3/3" in capsys.readouterr().err
+
+
+def test_the_synthetic_generator_reports_each_identity(tmp_path):
+    from avbench.datasets.synth.common import run_tasks
+
+    told = []
+    assert run_tasks(abs, [-1, -2, -3], 1, lambda d, t: told.append((d, t))) == [1, 2, 3]
+    assert told == [(1, 3), (2, 3), (3, 3)]

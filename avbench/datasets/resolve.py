@@ -211,11 +211,10 @@ def ensure_generated(info: DatasetInfo, *, scale: int = 1, seed: int = 0,
             if final.exists():  # not ours: no marker, so never completed
                 shutil.rmtree(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
-            log.info("generating dataset %s (scale %d, seed %d) into the cache", info.name,
-                     scale, seed)
             try:
                 start = time.perf_counter()
-                generator(tmp, scale=scale, seed=seed, workers=workers)
+                with _generation_progress(info.name, scale, seed, generator) as kwargs:
+                    generator(tmp, scale=scale, seed=seed, workers=workers, **kwargs)
                 (tmp / MARKER).write_text(json.dumps(
                     {"name": info.name, "scale": scale, "seed": seed, "version": version,
                      "reads_as": info.reads_as,
@@ -233,6 +232,36 @@ def ensure_generated(info: DatasetInfo, *, scale: int = 1, seed: int = 0,
             return final
         finally:
             _unlock(lock)
+
+
+@contextlib.contextmanager
+def _generation_progress(name: str, scale: int, seed: int, generator: Any) -> Any:
+    """Tell the user on stderr that a dataset is being generated (a first run waits for it):
+    a bar on a terminal, when the generator reports progress; a line before and after on a
+    pipe. Yields the keyword arguments to pass the generator."""
+    import inspect
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    what = f"generating dataset {name} (scale {scale}, seed {seed}) into the cache, once"
+    try:
+        takes_progress = "progress" in inspect.signature(generator).parameters
+    except (TypeError, ValueError):
+        takes_progress = False
+    start = time.perf_counter()
+    if not console.is_terminal or not takes_progress:
+        console.print(f"{what} ...", markup=False, highlight=False)
+        yield {}
+        console.print(f"generated dataset {name} in {time.perf_counter() - start:.0f} s",
+                      markup=False, highlight=False)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(what, total=None)
+        yield {"progress": lambda done, total: bar.update(task, completed=done, total=total)}
 
 
 def _lock(fh) -> None:

@@ -12,9 +12,13 @@ The drawn faces, speech-like voices and the traces each manipulation leaves are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 GENERATOR_VERSION = "2"
+
+#: ``progress(done, total)``, called as the generator's units of work finish
+Progress = Callable[[int, int], None]
 
 
 def content_digest(root: Path | str) -> str:
@@ -49,12 +53,13 @@ def _prepare(out: Path | str, scale: int, seed: int) -> Path:
 
 
 def generate_fakeavceleb(out: Path | str, *, scale: int = 1, seed: int = 0,
-                         workers: int = 0) -> Path:
+                         workers: int = 0, progress: Progress | None = None) -> Path:
     """Write the FakeAVCeleb-shaped synthetic set into ``out`` (empty or absent); return it.
 
     Scale 1: 40 identities (8 per group, half men, half women), each with one real clip and
     seven fakes (one file is listed twice, like FakeAVCeleb's 22), 112x112 face crops of
     2-3 s. ``workers``: processes to render with (0 = one per CPU, 1 = this process only).
+    ``progress(done, total)`` is told each identity rendered.
     """
     from avbench.datasets.synth import avceleb
     from avbench.datasets.synth.common import rng_for, run_tasks
@@ -69,7 +74,7 @@ def generate_fakeavceleb(out: Path | str, *, scale: int = 1, seed: int = 0,
                         | {c.voice for c in clips[p.id] if c.voice})
         tasks.append(avceleb.Task(str(out), seed, p, tuple(clips[p.id]),
                                   {k: looks[k] for k in needed}, {k: voices[k] for k in needed}))
-    run_tasks(avceleb.render_person, tasks, workers)
+    run_tasks(avceleb.render_person, tasks, workers, progress)
     (out / "meta_data.csv").write_bytes(avceleb.metadata_csv(people, clips))
     # the real folders of FakeAVCeleb also hold a few .txt files (VoxCeleb2 face tracks)
     seen = set()
@@ -82,13 +87,15 @@ def generate_fakeavceleb(out: Path | str, *, scale: int = 1, seed: int = 0,
     return out
 
 
-def generate_kodf(out: Path | str, *, scale: int = 1, seed: int = 0, workers: int = 0) -> Path:
+def generate_kodf(out: Path | str, *, scale: int = 1, seed: int = 0, workers: int = 0,
+                  progress: Progress | None = None) -> Path:
     """Write the KoDF-shaped synthetic set into ``out`` (empty or absent); return it.
 
     Scale 1: 6 speakers, each with two original full-frame (320x180, 30 fps) clips, one
     audio-driven fake per original (the mouth re-rendered to another real utterance of the
     same speaker, whose audio it carries) and face swaps in ``fsgan`` and ``dfl``; plus the
-    Korean metadata CSVs of the validation split.
+    Korean metadata CSVs of the validation split. ``progress(done, total)`` is told each
+    speaker rendered.
     """
     from avbench.datasets.synth import kodf_set
     from avbench.datasets.synth.common import run_tasks
@@ -99,7 +106,7 @@ def generate_kodf(out: Path | str, *, scale: int = 1, seed: int = 0, workers: in
     tasks = [kodf_set.Task(str(out), seed, p, tuple(clips[p.uuid]),
                            {c.donor: looks[c.donor] for c in clips[p.uuid] if c.donor})
              for p in people]
-    run_tasks(kodf_set.render_person, tasks, workers)
+    run_tasks(kodf_set.render_person, tasks, workers, progress)
     for name, data in kodf_set.metadata_csvs(people, clips).items():
         (out / name).write_bytes(data)
     return out

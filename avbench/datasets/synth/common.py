@@ -33,11 +33,22 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int) -> list[Any]:
+def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int,
+              progress: Callable[[int, int], None] | None = None) -> list[Any]:
     """Run ``fn`` over ``tasks``: in this process when ``workers == 1``, else in a pool of
     ``workers`` spawned processes (0 = one per available CPU). Results come back in task
-    order; the output does not depend on ``workers``."""
+    order; the output does not depend on ``workers``. ``progress(done, total)`` is called
+    after each result, in task order."""
     tasks = list(tasks)
+
+    def collect(results: Iterable[Any]) -> list[Any]:
+        out = []
+        for r in results:
+            out.append(r)
+            if progress is not None:
+                progress(len(out), len(tasks))
+        return out
+
     if workers <= 0:
         try:
             workers = len(os.sched_getaffinity(0))
@@ -45,7 +56,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int) -> l
             workers = os.cpu_count() or 1
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
-        return [fn(t) for t in tasks]
+        return collect(fn(t) for t in tasks)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -57,7 +68,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int) -> l
 
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            return list(pool.map(fn, tasks))
+            return collect(pool.map(fn, tasks))
     except BrokenProcessPool:
         raise RuntimeError(
             "a worker process of the synthetic benchmark's generator died; when a script "
