@@ -29,12 +29,12 @@ from avbench.errors import (
     LeakageError,
     ResultsError,
 )
+from avbench.io import atomic_write_bytes
 from avbench.results import (
     CHECKPOINT_ERROR,
     RunIdentity,
     RunLock,
     RunRecord,
-    atomic_write_bytes,
     atomic_write_json,
     new_run_id,
     read_run,
@@ -273,7 +273,6 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
     from avbench.media.cache import PreparedCache, cache_format
     from avbench.media.videoset import VideoSet
-    from avbench.metrics import metrics_from_frame
     from avbench.protocols import build_splits, check_vocabulary
 
     t_start = time.perf_counter()
@@ -362,13 +361,7 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
         if dist.rank != 0:
             return None
         df = _video_frame(test, vidx, seg_scores)
-        metrics = metrics_from_frame(df, n_boot=opts.n_boot, seed=opts.seed)
-        write_scores(run_dir / "scores.csv", df)
-        atomic_write_json(run_dir / "metrics.json", {
-            "metrics": {k: m.to_dict() for k, m in metrics.items()},
-            "bootstrap": {"n": opts.n_boot, "seed": opts.seed, "unit": "video"},
-            "n_videos": len(df),
-        })
+        metrics = write_results(run_dir, df, n_boot=opts.n_boot, seed=opts.seed)
         record.timings = {"index_s": round(index_s, 3), "prepare_s": round(prepare_s, 3),
                              "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
                              "total_s": round(time.perf_counter() - t_start + index_s, 3)}
@@ -484,6 +477,21 @@ def _save_state(detector: Detector, run_dir: Path) -> None:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
         atomic_write_bytes(run_dir / "state.npz", buf.getvalue())
+
+
+def write_results(run_dir: Path, df: Any, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """Write ``scores.csv`` (one row per test video) and ``metrics.json`` (every metric with
+    its bootstrap interval over videos) into ``run_dir``; returns the metrics."""
+    from avbench.metrics import metrics_from_frame
+
+    metrics = metrics_from_frame(df, n_boot=n_boot, seed=seed)
+    write_scores(run_dir / "scores.csv", df)
+    atomic_write_json(run_dir / "metrics.json", {
+        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        "bootstrap": {"n": n_boot, "seed": seed, "unit": "video"},
+        "n_videos": len(df),
+    })
+    return metrics
 
 
 def _video_frame(test: Any, vidx: Any, seg_scores: dict[str, Any]) -> Any:
