@@ -4,6 +4,7 @@ list plugins."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ app.add_typer(protocols_app, name="protocols")
 app.add_typer(data_app, name="data")
 app.add_typer(plugin_app, name="plugin")
 
-_STATE: dict[str, Any] = {"debug": False, "plugins_dir": None}
+# The argv of the invocation now running (recorded in run.json by `run`).
+_ARGV: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("avbench_argv", default=())
 
 
 def _console(stderr: bool = False):
@@ -41,10 +43,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _plugins():
-    from avbench.plugins import get_plugins, set_plugins_dir
+def _plugins(ctx: typer.Context | None = None):
+    """The invocation's plugin system: ``ctx.obj`` when given, else the current one."""
+    from avbench.plugins import PluginSystem, get_plugins
 
-    set_plugins_dir(_STATE["plugins_dir"])
+    if ctx is not None and isinstance(ctx.obj, PluginSystem):
+        return ctx.obj
     return get_plugins()
 
 
@@ -73,9 +77,8 @@ def _root(
         bool, typer.Option("--version", callback=_version_cb, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    _STATE["debug"] = debug or _STATE["debug"]
-    if plugins_dir is not None:
-        _STATE["plugins_dir"] = plugins_dir
+    """Both options are read before the app is built (see ``_pre_parse``); declared here for
+    help and so that Typer accepts them."""
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -109,11 +112,31 @@ def run(
         detector=detector, protocol=protocol, fold=fold, data=parse_data_items(data or []),
         overrides=parse_set_items(set_), seed=seed, device=device, out=out, resume=resume,
         on_bad_media=on_bad_media, workers=workers, quiet=quiet, cache_dir=cache,
-        command=["avbench", *_STATE.get("argv", [])],
+        command=["avbench", *_ARGV.get()],
     )
     folders = do_run(opts, console=_console())
     if not quiet and folders:
         _console().print(f"[green]done[/]: {len(folders)} run folder(s) written under {out}")
+
+
+@app.command("score")
+def score(
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Protocol the scores are of.")],
+    scores: Annotated[Path, typer.Option("--scores", help="CSV with id,score[,score_v][,score_a], one row per test video.")],
+    name: Annotated[str, typer.Option("--name", help="Method name shown in tables.")],
+    fold: Annotated[str | None, typer.Option(help="The fold the scores are of (protocols with folds).")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of a dataset, or NAME=synthetic. Repeatable.")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+) -> None:
+    """Record per-video scores computed elsewhere as a run (marked external) for `avbench table`."""
+    from avbench.engine.external import ExternalOptions, record_external
+
+    system = _plugins()
+    _warn_plugins(system)
+    opts = ExternalOptions(protocol=protocol, scores=scores, name=name, fold=fold,
+                           data=list(data or []), out=out,
+                           command=["avbench", *_ARGV.get()])
+    _console().print(f"[green]recorded[/]: {record_external(opts, system)}")
 
 
 # -- table -------------------------------------------------------------------------------------
@@ -121,7 +144,7 @@ def run(
 
 @app.command()
 def table(
-    table: Annotated[int | None, typer.Option("--table", "-t", min=1, max=5, help="Paper table 1..5.")] = None,
+    table: Annotated[int | None, typer.Option("--table", "-t", min=1, help="Table number (the paper's are 1..5).")] = None,
     protocol: Annotated[str | None, typer.Option("--protocol", "-p", help="Table of this protocol's runs.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="rich, markdown, latex or csv.")] = "rich",
     published: Annotated[bool, typer.Option("--published/--no-published", help="Show the paper's reported rows.")] = True,
@@ -400,17 +423,35 @@ def bench(
 # -- entry point -------------------------------------------------------------------------------
 
 
-def _load_plugin_commands() -> None:
-    argv = sys.argv[1:]
-    for i, a in enumerate(argv):
-        if a == "--plugins-dir" and i + 1 < len(argv):
-            _STATE["plugins_dir"] = Path(argv[i + 1])
-        elif a.startswith("--plugins-dir="):
-            _STATE["plugins_dir"] = Path(a.split("=", 1)[1])
-    import contextlib
+def make_app(plugins: Any) -> typer.Typer:
+    """The Typer app of one invocation: the core commands of ``app`` plus those ``plugins``
+    add (their ``avbench_register_commands`` hook); ``app`` itself is never changed."""
+    inv = typer.Typer(name=app.info.name, help=app.info.help, no_args_is_help=True,
+                      add_completion=False, pretty_exceptions_enable=False,
+                      rich_markup_mode=app.rich_markup_mode)
+    inv.registered_callback = app.registered_callback
+    inv.registered_commands = list(app.registered_commands)
+    inv.registered_groups = list(app.registered_groups)
+    plugins.add_commands(inv)
+    return inv
 
-    with contextlib.suppress(AvbenchError):  # reported again when a command needs plugins
-        _plugins().add_commands(app)
+
+def _pre_parse(args: list[str]) -> tuple[str | None, bool]:
+    """(--plugins-dir, --debug) among the root options, before the command name.
+
+    Plugins may add commands, so the plugins folder must be known before Typer builds the
+    command tree that parses the arguments; Typer parses the root options only as part of
+    that tree, hence this small scan of the same options."""
+    plugins_dir, debug = None, False
+    for i, a in enumerate(args):
+        if not a.startswith("-"):
+            break
+        if a == "--plugins-dir" and i + 1 < len(args):
+            plugins_dir = args[i + 1]
+        elif a.startswith("--plugins-dir="):
+            plugins_dir = a.split("=", 1)[1]
+        debug = debug or a == "--debug"
+    return plugins_dir, debug
 
 
 def _typer_click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -453,16 +494,31 @@ def _show_usage_error(e: Any) -> None:
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI in-process and return its exit code (errors become one line on stderr)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    _STATE["argv"] = args
-    _STATE["debug"] = "--debug" in args or os.environ.get("AVBENCH_DEBUG") == "1"
-    _STATE["plugins_dir"] = None
-    from avbench import plugins as plugins_mod
+    plugins_dir, debug = _pre_parse(args)
+    debug = debug or os.environ.get("AVBENCH_DEBUG") == "1"
+    token = _ARGV.set(tuple(args))
+    system_box: list[Any] = []
+    try:
+        return _invoke(args, plugins_dir, system_box.append)
+    except Exception as e:
+        if debug:
+            raise
+        return _report(e, system_box[0] if system_box else None)
+    finally:
+        _ARGV.reset(token)
+
+
+def _invoke(args: list[str], plugins_dir: str | None, keep: Any) -> int:
+    from avbench.plugins import PluginSystem, using
 
     usage_errors, exits, aborts = _typer_click_exceptions()
-    plugins_mod.set_plugins_dir(None)
     try:
-        # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
-        code = app(args=args, prog_name="avbench", standalone_mode=False)
+        system = PluginSystem(plugins_dir)
+        keep(system)
+        with using(system):
+            # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
+            code = make_app(system)(args=args, prog_name="avbench", standalone_mode=False,
+                                    obj=system)
         if isinstance(code, int) and not isinstance(code, bool):
             if code == 130:
                 typer.echo("interrupted", err=True)
@@ -478,24 +534,20 @@ def run_cli(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except AvbenchError as e:
-        if _STATE["debug"]:
-            raise
-        typer.echo(f"error: {e}", err=True)
-        return e.exit_code
-    except Exception as e:
-        if _STATE["debug"]:
-            raise
-        from avbench.failures import describe_failure
-
-        line, code = describe_failure(e, plugins_mod._SYSTEM)  # the one loaded, if any
-        typer.echo(f"error: {line} (rerun with --debug for the traceback)", err=True)
-        return code
-    finally:
-        plugins_mod.set_plugins_dir(None)  # --plugins-dir applies to this command only
     return 0
 
 
+def _report(e: Exception, system: Any) -> int:
+    """One line on stderr for an error; returns the exit code."""
+    if isinstance(e, AvbenchError):
+        typer.echo(f"error: {e}", err=True)
+        return e.exit_code
+    from avbench.failures import describe_failure
+
+    line, code = describe_failure(e, system)
+    typer.echo(f"error: {line} (rerun with --debug for the traceback)", err=True)
+    return code
+
+
 def main() -> NoReturn:
-    _load_plugin_commands()
     sys.exit(run_cli())

@@ -1,4 +1,4 @@
-"""The paper's Tables 1 to 5 from a results folder, with the paper's own numbers beside them.
+"""Tables (the paper's 1 to 5, and any a plugin registers) from a results folder, with the paper's own numbers beside them.
 
 ``build_and_render(results_root, table, fmt)`` is the single entry point the CLI uses;
 ``collect``, ``build_table`` and ``render`` are its pieces. Numbers are percentages, always
@@ -16,14 +16,11 @@ from typing import Any
 from avbench.errors import ConfigError
 from avbench.tables.build import (
     AGGREGATES,
-    FOLDS,
-    FV_FOLDS,
-    PROTOCOL_TABLE,
-    TABLES,
     Runs,
     build_table,
     collect,
     table_for_protocol,
+    table_specs,
 )
 from avbench.tables.model import COMPUTED, REPORTED, Cell, Column, Row, Table
 from avbench.tables.published import load_published
@@ -56,19 +53,15 @@ def build_and_render(
         for line in runs.problems:
             warn(line)
     t = build_table(table, runs, published=published, ci=ci, aggregate=aggregate,
-                    mixed_versions=mixed_versions)
+                    mixed_versions=mixed_versions, protocols=protocols)
     return render(t, fmt)
 
 
 __all__ = [
     "AGGREGATES",
     "COMPUTED",
-    "FOLDS",
     "FORMATS",
-    "FV_FOLDS",
-    "PROTOCOL_TABLE",
     "REPORTED",
-    "TABLES",
     "Cell",
     "Column",
     "Row",
@@ -81,4 +74,5 @@ __all__ = [
     "load_published",
     "render",
     "table_for_protocol",
+    "table_specs",
 ]

@@ -29,6 +29,7 @@ from typing import Any
 
 from avbench.errors import ConfigError, ResultsError
 from avbench.results import ALL_FOLDS, RunIdentity, RunRecord
+from avbench.tables.specs import TableSpec, all_table_specs
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -40,45 +41,31 @@ from avbench.tables.model import (
     Table,
 )
 
-TABLES = (1, 2, 3, 4, 5)
-PROTOCOL_TABLE = {"intra": 1, "cross-manip": 2, "cross-dataset": 3}
-FOLDS = ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")
-FV_FOLDS = FOLDS[1:]
 AVG_FV = "AVG-FV"
-PROTOCOL_FOLDS = {"intra": (ALL_FOLDS,), "cross-manip": FOLDS, "cross-dataset": (ALL_FOLDS,)}
 AGGREGATES = ("latest", "mean")
 N_BOOT = 1000
 BOOT_SEED = 0
-CHECK_COLUMNS = ("Audio Branch", "Visual Branch", "L_CMFM")
-LABELS = {"acc": "Acc.", "auc": "AUC", "ap": "AP", "acc_v": "Acc._v", "auc_v": "AUC_v",
-          "acc_a": "Acc._a", "auc_a": "AUC_a"}
 METRIC_NAMES = {"acc": "Acc", "auc": "AUC", "ap": "AP", "acc_v": "Acc_v", "auc_v": "AUC_v",
                 "acc_a": "Acc_a", "auc_a": "AUC_a"}
 _BEST = " The best value of each column is in bold, the second best underlined."
-TITLES = {
-    1: "Table 1: Intra-dataset results on FakeAVCeleb (protocol intra).",
-    2: "Table 2: Cross-manipulation results on FakeAVCeleb when testing on each forgery type "
-       "after training on the remaining four (protocol cross-manip).",
-    3: "Table 3: Cross-dataset results on a subset of KoDF, after training on FakeAVCeleb "
-       "(protocol cross-dataset).",
-    4: "Table 4: Performances of each branch and the effect of L_CMFM: intra-dataset "
-       "evaluation on FakeAVCeleb (protocol intra) and cross-dataset evaluation on KoDF "
-       "(protocol cross-dataset).",
-    5: "Table 5: Results on different losses and prompt adding operation: FakeAVCeleb "
-       "(protocol intra) and KoDF (protocol cross-dataset).",
-}
-TABLE4_ORDER = [(True, False, False), (False, True, False), (True, True, False),
-                (True, True, True)]
 
 
-def table_for_protocol(name: str) -> int:
-    """The paper's table for a protocol: intra 1, cross-manip 2, cross-dataset 3."""
-    try:
-        return PROTOCOL_TABLE[name]
-    except KeyError:
-        known = ", ".join(f"{p} ({n})" for p, n in PROTOCOL_TABLE.items())
-        raise ConfigError(f"no paper table for protocol {name!r}; tables exist for {known}"
-                          ) from None
+def table_specs(protocols: Mapping[str, Any] | None = None) -> dict[int, TableSpec]:
+    """The tables registered now (the core's and plugins'), by number."""
+    from avbench.plugins import get_plugins
+
+    return all_table_specs(get_plugins(), protocols or registered_protocols())
+
+
+def table_for_protocol(name: str, specs: Mapping[int, TableSpec] | None = None) -> int:
+    """The table whose only protocol is ``name``."""
+    specs = table_specs() if specs is None else specs
+    for n, spec in specs.items():
+        if spec.protocols == [name]:
+            return n
+    known = ", ".join(f"{s.protocols[0]} ({n})" for n, s in specs.items()
+                      if len(s.protocols) == 1)
+    raise ConfigError(f"no table for protocol {name!r}; tables exist for {known}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,8 +160,7 @@ def _recency(r: RunRecord) -> tuple:
     return (r.complete, r.when, r.path.name if r.path is not None else r.run_id)
 
 
-def _canonical_fold(protocol: str, fold: str) -> str | None:
-    allowed = PROTOCOL_FOLDS.get(protocol)
+def _canonical_fold(allowed: list[str] | None, fold: str) -> str | None:
     if allowed is None:
         return fold
     for f in allowed:
@@ -198,7 +184,8 @@ class _Pool:
     (detector, protocol, fold) and evaluated on demand."""
 
     def __init__(self, runs: Runs, protocols: Iterable[str], *, aggregate: str, ci: bool,
-                 mixed_versions: str, notes: list[str]):
+                 mixed_versions: str, notes: list[str],
+                 folds: Mapping[str, list[str]] | None = None):
         self.aggregate = aggregate
         self.ci = ci
         self.notes = notes
@@ -226,7 +213,7 @@ class _Pool:
             notes.append(f"Computed rows of {proto}: protocol version {newest!r}.")
             unknown: dict[str, int] = defaultdict(int)
             for r in mine:
-                fold = _canonical_fold(proto, r.fold)
+                fold = _canonical_fold((folds or {}).get(proto), r.fold)
                 if fold is None:
                     unknown[r.fold] += 1
                     continue
@@ -367,115 +354,77 @@ class _Pool:
 # Table specifications
 
 
-def _columns(number: int) -> list[Column]:
-    if number == 1:
-        return [Column(m, LABELS[m], "", "intra", ALL_FOLDS, m) for m in ("acc", "auc")]
-    if number == 2:
-        cols = [Column(f"{f}.{m}", LABELS[m], f, "cross-manip", f, m)
-                for f in FOLDS for m in ("ap", "auc")]
-        return cols + [Column(f"{AVG_FV}.{m}", LABELS[m], AVG_FV, None, ALL_FOLDS, m)
-                       for m in ("ap", "auc")]
-    if number == 3:
-        return [Column(m, LABELS[m], "", "cross-dataset", ALL_FOLDS, m) for m in ("ap", "auc")]
-    fav = ("acc", "auc", "acc_v", "auc_v", "acc_a", "auc_a") if number == 4 else ("acc", "auc")
-    return ([Column(f"FakeAVCeleb.{m}", LABELS[m], "FakeAVCeleb", "intra", ALL_FOLDS, m)
-             for m in fav]
-            + [Column(f"KoDF.{m}", LABELS[m], "KoDF", "cross-dataset", ALL_FOLDS, m)
-               for m in ("acc", "auc")])
-
-
-def _text_columns(number: int) -> list[str]:
-    return {1: ["Method", SOURCE_COLUMN],
-            2: ["Method", SOURCE_COLUMN],
-            3: ["Method", "Modality", SOURCE_COLUMN],
-            4: [*CHECK_COLUMNS, "Method", SOURCE_COLUMN],
-            5: ["Variant", "Method", SOURCE_COLUMN]}[number]
-
-
-def _published_text(number: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _published_text(spec: TableSpec) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def text(e: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"Method": e["method"]}
-        if number == 3:
-            out["Modality"] = e["modality"]
-        elif number == 4:
-            out.update(zip(CHECK_COLUMNS, (e["audio"], e["visual"], e["cmfm"]), strict=True))
-        elif number == 5:
-            out["Variant"] = e["label"]
-        return out
+        return {col: e[key] for col, key in spec.published_text.items()}
     return text
 
 
-def _table4_flags(spec: Any) -> tuple[bool, bool, bool] | None:
-    if not isinstance(spec, dict):
-        return None
-    return (bool(spec.get("audio")), bool(spec.get("visual")), bool(spec.get("cmfm")))
+def _row_text(spec: TableSpec, det: str, info: dict[str, Any]) -> tuple[tuple, dict] | None:
+    """A computed row's sort key and text, or None when the table has no row for ``det``."""
+    text: dict[str, Any] = {"Method": det}
+    text.update({col: str(info.get(key, "")) for col, key in spec.detector_text.items()})
+    if spec.rows is None:
+        return (det,), text
+    recorded = info.get("tables") if isinstance(info.get("tables"), dict) else {}
+    for i, (match, extra) in enumerate(spec.rows):
+        named = match.get("detector") == det
+        rec = match.get("recorded") or {}
+        if named or (rec and all(recorded.get(k) == v for k, v in rec.items())):
+            return (i, det), {**text, **extra}
+    return None
 
 
-def _computed_rows(number: int, pool: _Pool, columns: list[Column],
-                   notes: list[str]) -> list[Row]:
-    protos = {c.protocol for c in columns if c.protocol}
+def _computed_rows(spec: TableSpec, pool: _Pool, notes: list[str]) -> list[Row]:
+    columns = spec.columns
     rows: list[tuple[tuple, Row]] = []
-    table5_order = [e["label"] for e in pub.published_table(5)["rows"]]
-    for det in pool.detectors(protos):
-        info = pool.detector_info(det)
-        tables = info.get("tables") if isinstance(info.get("tables"), dict) else {}
-        text: dict[str, Any] = {"Method": det}
-        order: tuple = (det,)
-        if number == 3:
-            text["Modality"] = str(info.get("modality", ""))
-        elif number == 4:
-            flags = _table4_flags(tables.get("table4"))
-            if flags is None:
-                continue
-            text.update(zip(CHECK_COLUMNS, flags, strict=True))
-            order = (TABLE4_ORDER.index(flags) if flags in TABLE4_ORDER else 99, det)
-        elif number == 5:
-            label = tables.get("table5")
-            if not label:
-                continue
-            text["Variant"] = str(label)
-            order = (table5_order.index(label) if label in table5_order else 99, det)
+    for det in pool.detectors(spec.protocols):
+        found = _row_text(spec, det, pool.detector_info(det))
+        if found is None:
+            continue
+        order, text = found
         cells = {c.key: pool.cell(det, c) for c in columns if c.protocol}
         if not any(pool.evaluate((det, c.protocol, c.fold)) for c in columns if c.protocol):
             continue  # every run of this detector was unreadable (named in a footnote)
-        if number == 2:
-            _add_avg_fv(cells)
+        for avg in spec.averages:
+            _add_average(cells, avg)
         incomplete = any(c.incomplete for c in cells.values())
         source = COMPUTED_INCOMPLETE if incomplete else COMPUTED
         text[SOURCE_COLUMN] = source
         row = Row(text=text, cells={c.key: cells[c.key] for c in columns}, source=source,
                   detector=det)
+        avg_protocol = {a.name: a.protocol for a in spec.averages}
         for c in columns:
             cell = row.cells[c.key]
             if cell.undefined:
-                where = c.protocol or "cross-manip"
+                where = c.protocol or avg_protocol.get(c.group, "")
                 if c.fold != ALL_FOLDS:
                     where += f" {c.fold}"
-                elif c.group == AVG_FV:
-                    where += f" {AVG_FV}"
+                elif c.group in avg_protocol:
+                    where += f" {c.group}"
                 notes.append(f"n/a: {METRIC_NAMES[c.metric]} of {det} on {where} is "
                              f"undefined: {cell.undefined}.")
         rows.append((order, row))
-    if number in (4, 5) and not rows and pool.groups:
-        key = f"table{number}"
-        notes.append(f"No run's detector declares {key!r} in its tables metadata, so no "
+    if spec.rows is not None and not rows and pool.groups:
+        notes.append(f"No run is of a detector this table names ({spec.path.name}), so no "
                      f"computed rows.")
     rows.sort(key=lambda x: x[0])
     return [r for _, r in rows]
 
 
-def _add_avg_fv(cells: dict[str, Cell]) -> None:
-    for m in ("ap", "auc"):
-        parts = [cells[f"{f}.{m}"] for f in FV_FOLDS]
+def _add_average(cells: dict[str, Cell], avg: Any) -> None:
+    for m in avg.metrics:
+        parts = [cells[f"{f}.{m}"] for f in avg.folds]
         incomplete = any(p.incomplete for p in parts)
-        if all(p.present for p in parts):
+        key = f"{avg.name}.{m}"
+        if parts and all(p.present for p in parts):
             value = sum(p.value for p in parts) / len(parts)  # type: ignore[misc]
-            cells[f"{AVG_FV}.{m}"] = Cell(value=value, incomplete=incomplete)
+            cells[key] = Cell(value=value, incomplete=incomplete)
         elif any(p.undefined for p in parts) and all(p.present or p.undefined for p in parts):
-            cells[f"{AVG_FV}.{m}"] = Cell(undefined="undefined in at least one FV fold",
-                                          incomplete=incomplete)
+            cells[key] = Cell(undefined=f"undefined in at least one {avg.prefix} fold",
+                              incomplete=incomplete)
         else:
-            cells[f"{AVG_FV}.{m}"] = Cell()
+            cells[key] = Cell()
 
 
 def build_table(
@@ -486,31 +435,37 @@ def build_table(
     ci: bool = False,
     aggregate: str = "latest",
     mixed_versions: str = "newest",
+    protocols: Mapping[str, Any] | None = None,
 ) -> Table:
-    """Table ``number`` (1 to 5) from collected runs, with the paper's rows unless
-    ``published=False``. See the module docstring for the rules."""
-    if number not in TABLES:
-        raise ConfigError(f"no table {number}; the paper has tables 1 to 5")
+    """Table ``number`` from collected runs, as its table file describes it
+    (:mod:`avbench.tables.specs`), with the paper's rows unless ``published=False``. Fold
+    columns are read from ``protocols`` (default: those registered now). See the module
+    docstring for the rules."""
+    protocols = registered_protocols() if protocols is None else protocols
+    specs = table_specs(protocols)
+    if number not in specs:
+        raise ConfigError(f"no table {number}; tables exist: {', '.join(map(str, specs))}")
     if aggregate not in AGGREGATES:
         raise ConfigError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}")
     if mixed_versions not in ("newest", "error"):
         raise ConfigError(f"mixed_versions must be 'newest' or 'error', not {mixed_versions!r}")
     if not isinstance(runs, Runs):
         runs = Runs(runs)
-    columns = _columns(number)
-    protos = [p for p in dict.fromkeys(c.protocol for c in columns) if p]
+    spec = specs[number]
+    protos = spec.protocols
     notes: list[str] = []
+    folds = {p: list(protocols[p].fold_names) or [ALL_FOLDS] for p in protos if p in protocols}
     pool = _Pool(runs, protos, aggregate=aggregate, ci=ci, mixed_versions=mixed_versions,
-                 notes=notes)
-    computed = _computed_rows(number, pool, columns, notes)
-    table = Table(number=number, title=TITLES[number] + _BEST,
-                  text_columns=_text_columns(number), columns=columns,
-                  decimals=2 if number == 1 else 1, ci=ci and aggregate == "latest",
-                  aggregate=aggregate, check_columns=CHECK_COLUMNS if number == 4 else ())
+                 notes=notes, folds=folds)
+    computed = _computed_rows(spec, pool, notes)
+    table = Table(number=number, title=spec.title + _BEST,
+                  text_columns=[*spec.text, SOURCE_COLUMN], columns=spec.columns,
+                  decimals=spec.decimals, ci=ci and aggregate == "latest",
+                  aggregate=aggregate, check_columns=spec.check_columns)
     footnotes: list[str] = []
-    if published:
-        table.rows.extend(pub.published_rows(number, _published_text(number)))
-        footnotes.append(pub.published_footnote(number))
+    if published and spec.published is not None:
+        table.rows.extend(pub.published_rows(spec.published, _published_text(spec)))
+        footnotes.append(pub.published_footnote(spec.published))
         footnotes.append("'-': not given in the paper.")
     table.rows.extend(computed)
     if computed:
@@ -523,9 +478,7 @@ def build_table(
     elif not pool.groups:
         where = f" in {runs.root.name or runs.root}" if runs.root is not None else ""
         footnotes.append(f"No computed rows: no usable run of {' or '.join(protos)}{where}.")
-    if number == 2:
-        footnotes.append("AVG-FV is the mean of the four FV folds, shown only where all four "
-                         "are present.")
+    footnotes.extend(a.footnote for a in spec.averages if a.footnote)
     if any(c.incomplete for r in computed for c in r.cells.values()):
         footnotes.append("†: from an incomplete run (status is not 'complete').")
     left = [r for r in runs.left_out if r.protocol in protos]
@@ -541,7 +494,7 @@ def build_table(
     elif ci:
         footnotes.append(f"[lo, hi]: 95% bootstrap interval over videos ({N_BOOT} resamples, "
                          f"seed {BOOT_SEED})"
-                         + ("; AVG-FV has none." if number == 2 else "."))
+                         + "".join(f"; {a.name} has none" for a in spec.averages) + ".")
     if any(c.undefined for r in computed for c in r.cells.values()):
         footnotes.append("n/a: the metric is undefined on the test set (details below).")
     footnotes.extend(dict.fromkeys(notes))
