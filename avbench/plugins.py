@@ -7,15 +7,28 @@
 - ``AVBENCH_DISABLE_PLUGINS=name1,name2`` skips plugins by name (``*`` skips every entry-point
   plugin); ``AVBENCH_LOAD_PLUGINS=name1,name2`` loads only those entry-point plugins (empty:
   none). ``--plugins-dir DIR`` (or ``AVBENCH_PLUGINS_DIR``) loads every ``*.py`` in DIR.
+- ``AVBENCH_TRACE_PLUGINS=1`` writes pluggy's trace of every hook call (and its result) to
+  stderr.
+
+Hooks are called through the plugin manager, one plugin at a time (a subset hook caller that
+leaves out the other plugins' plain implementations), so hook wrappers and tracing see every
+call while one plugin that raises cannot hide the others' registrations.
+
+No module state is mutated: the CLI builds one :class:`PluginSystem` per invocation and
+makes it current (:func:`using`) while the command runs, so library code calling
+:func:`get_plugins` sees that system; outside an invocation ``get_plugins`` builds a fresh
+one. In-process plugins (:func:`register_plugin`) live in a context variable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -35,8 +48,12 @@ from avbench.registry import (
 )
 
 BUILTIN_PLUGINS = ("avbench.builtin",)
-# In-process plugins added by register_plugin (tests, notebooks).
-_EXTRA: list[tuple[Any, str]] = []
+# In-process plugins added by register_plugin (tests, notebooks): an immutable tuple per context.
+_INLINE: contextvars.ContextVar[tuple[tuple[Any, str], ...]] = contextvars.ContextVar(
+    "avbench_inline_plugins", default=())
+# The plugin system of the CLI invocation now running, if any (see ``using``).
+_CURRENT: contextvars.ContextVar[PluginSystem | None] = contextvars.ContextVar(
+    "avbench_current_plugins", default=None)
 ENTRY_POINT_GROUP = "avbench"
 HOOK_NAMES = tuple(n for n in dir(hookspecs) if n.startswith("avbench_"))
 
@@ -66,9 +83,14 @@ def _env_list(var: str) -> list[str] | None:
 class PluginSystem:
     """Loads plugins once and collects their registrations."""
 
-    def __init__(self, plugins_dir: str | Path | None = None, *, entry_points: bool = True):
+    def __init__(self, plugins_dir: str | Path | None = None, *, entry_points: bool = True,
+                 inline: Iterable[tuple[Any, str]] | None = None):
         self.pm = pluggy.PluginManager("avbench")
         self.pm.add_hookspecs(hookspecs)
+        if os.environ.get("AVBENCH_TRACE_PLUGINS") == "1":
+            # looked up at write time, so a redirected stderr receives the trace
+            self.pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
+            self.pm.enable_tracing()
         self.statuses: list[PluginStatus] = []
         self.warnings: list[str] = []
         disabled = set(_env_list("AVBENCH_DISABLE_PLUGINS") or [])
@@ -96,7 +118,7 @@ class PluginSystem:
                 )
                 self._load(status, ep.load)
 
-        for obj, name in list(_EXTRA):
+        for obj, name in list(_INLINE.get() if inline is None else inline):
             status = PluginStatus(name=name, source="inline")
             self._load(status, lambda o=obj: o)
 
@@ -114,9 +136,9 @@ class PluginSystem:
         self.detector_register = DetectorRegister()
         self.dataset_register = DatasetRegister()
         self.protocol_register = ProtocolRegister()
-        self._call("avbench_register_detectors", self.detector_register)
-        self._call("avbench_register_datasets", self.dataset_register)
-        self._call("avbench_register_protocols", self.protocol_register)
+        self._call("avbench_register_detectors", "register", self.detector_register)
+        self._call("avbench_register_datasets", "register", self.dataset_register)
+        self._call("avbench_register_protocols", "register", self.protocol_register)
         for reg in (self.detector_register, self.dataset_register):
             self.warnings.extend(reg.conflicts)
         try:
@@ -152,20 +174,32 @@ class PluginSystem:
         )
 
     def _fail(self, status: PluginStatus, message: str) -> None:
+        """Mark ``status`` failed; the traceback is kept only while an exception is handled."""
         status.error = message
-        status.traceback = traceback.format_exc()
+        status.traceback = traceback.format_exc() if sys.exc_info()[0] is not None else None
         self.warnings.append(f"plugin {status.name!r} failed to load: {message}")
 
-    def _call(self, hook_name: str, register: Any) -> None:
-        """Call a hook plugin by plugin, so that one raising does not hide the others."""
+    def _call(self, hook_name: str, arg_name: str, value: Any) -> None:
+        """Call a hook through the manager once per plugin, so one raising hides no other.
+
+        Each call goes through a subset hook caller holding one plugin's plain implementation
+        plus every wrapper, so wrappers and tracing see it; an exception (from the plugin or
+        a wrapper around its call) marks that plugin failed."""
         caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order: built-ins first
+        impls = caller.get_hookimpls()  # registration order: built-ins first
+        plain = [i for i in impls if not (i.hookwrapper or i.wrapper)]
+        for impl in plain:
             status = self._status(impl.plugin_name)
             if status is not None and status.error:
                 continue
-            register.current_plugin = impl.plugin_name
+            others = [i.plugin for i in plain if i is not impl]
+            failed = [self.pm.get_plugin(s.name) for s in self.statuses if s.error]
+            subset = self.pm.subset_hook_caller(
+                hook_name, remove_plugins=[p for p in others + failed if p is not None])
+            if hasattr(value, "current_plugin"):
+                value.current_plugin = impl.plugin_name
             try:
-                impl.function(register)
+                subset(**{arg_name: value})
             except Exception as e:
                 if status is not None:
                     self._fail(status, f"{hook_name} raised {type(e).__name__}: {e}")
@@ -211,15 +245,8 @@ class PluginSystem:
         return sets[name]
 
     def add_commands(self, app: Any) -> None:
-        for impl in self.pm.hook.avbench_register_commands.get_hookimpls():
-            status = self._status(impl.plugin_name)
-            if status is not None and status.error:
-                continue
-            try:
-                impl.function(app)
-            except Exception as e:
-                if status is not None:
-                    self._fail(status, f"avbench_register_commands raised {e}")
+        """Let every working plugin add commands to the Typer ``app``."""
+        self._call("avbench_register_commands", "app", app)
 
 
 def _core_version() -> str:
@@ -247,52 +274,36 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-_SYSTEM: PluginSystem | None = None
-_SYSTEM_KEY: Any = None
-
-
-_PLUGINS_DIR: str | Path | None = None
-
-
-def set_plugins_dir(plugins_dir: str | Path | None) -> None:
-    """The loose-files folder every later ``get_plugins()`` uses (the CLI's --plugins-dir)."""
-    global _PLUGINS_DIR
-    _PLUGINS_DIR = plugins_dir
+@contextlib.contextmanager
+def using(system: PluginSystem) -> Iterator[PluginSystem]:
+    """Make ``system`` what :func:`get_plugins` returns while the block runs."""
+    token = _CURRENT.set(system)
+    try:
+        yield system
+    finally:
+        _CURRENT.reset(token)
 
 
 def get_plugins(plugins_dir: str | Path | None = None) -> PluginSystem:
-    """The process-wide plugin system (rebuilt when the plugins dir or env switches change)."""
-    global _SYSTEM, _SYSTEM_KEY
-    plugins_dir = plugins_dir or _PLUGINS_DIR
-    key = (
-        str(plugins_dir or os.environ.get("AVBENCH_PLUGINS_DIR") or ""),
-        os.environ.get("AVBENCH_DISABLE_PLUGINS"),
-        os.environ.get("AVBENCH_LOAD_PLUGINS"),
-    )
-    if _SYSTEM is None or key != _SYSTEM_KEY:
-        _SYSTEM = PluginSystem(plugins_dir)
-        _SYSTEM_KEY = key
-    return _SYSTEM
+    """The current invocation's plugin system (see :func:`using`), else a freshly loaded one.
 
-
-def reset_plugins() -> None:
-    """Forget the cached plugin system (tests, and after installing a plugin)."""
-    global _SYSTEM, _SYSTEM_KEY
-    _SYSTEM = None
-    _SYSTEM_KEY = None
+    With ``plugins_dir`` a fresh system loading that folder is always built."""
+    current = _CURRENT.get()
+    if current is not None and plugins_dir is None:
+        return current
+    return PluginSystem(plugins_dir)
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:
     """Add an in-process plugin (a module or an object with hook functions); returns its name.
 
+    It takes part in every plugin system built afterwards in this context (thread or task).
     Used by ``avbench.testing.temporary_plugin``; undo with :func:`unregister_plugin`.
     """
     name = name or getattr(plugin, "__name__", None) or f"inline-{id(plugin)}"
-    _EXTRA.append((plugin, name))
-    reset_plugins()
+    _INLINE.set((*_INLINE.get(), (plugin, name)))
     return name
 
 
 def unregister_plugin(name: str) -> None:
-    _EXTRA[:] = [(o, n) for o, n in _EXTRA if n != name]
-    reset_plugins()
+    _INLINE.set(tuple((o, n) for o, n in _INLINE.get() if n != name))

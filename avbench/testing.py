@@ -6,7 +6,8 @@
   ``--data fakeavceleb=synthetic`` does), for ``--data fakeavceleb=<root>``;
 - ``temporary_plugin(obj)``: register an in-process plugin (a module or an object with hook
   functions) for the duration of a ``with`` block;
-- ``run_cli(args)``: run the ``avbench`` CLI in-process and capture its exit code and output.
+- ``run_cli(args)``: run the ``avbench`` CLI in-process (with the commands plugins add, as the
+  ``avbench`` program has them) and capture its exit code and output.
 
 Example::
 
@@ -75,14 +76,12 @@ class CliResult:
 def run_cli(args: list[str], env: Mapping[str, str] | None = None) -> CliResult:
     """Run ``avbench ARGS`` in this process; errors end as one line on stderr, as in a shell."""
     from avbench.cli import run_cli as _run
-    from avbench.plugins import reset_plugins
 
     env = {"COLUMNS": os.environ.get("COLUMNS", "200"), **(env or {})}
     old = {k: os.environ.get(k) for k in env}
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.update(env)
-        reset_plugins()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = _run(list(args))
     finally:
@@ -91,5 +90,4 @@ def run_cli(args: list[str], env: Mapping[str, str] | None = None) -> CliResult:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        reset_plugins()
     return CliResult(code, out.getvalue(), err.getvalue())

@@ -10,7 +10,6 @@ from avbench.testing import run_cli
 PROBE = """
 import sys
 import avbench.cli as cli
-cli._load_plugin_commands()
 code = cli.run_cli({args!r})
 heavy = sorted(m for m in ("torch", "pandas", "av", "sklearn", "cv2", "open_clip", "whisper")
                if m in sys.modules)

@@ -114,3 +114,46 @@ def test_plugins_dir_must_exist(tmp_path):
     r = run_cli(["--plugins-dir", str(tmp_path / "nope"), "detectors"])
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [f"error: --plugins-dir {tmp_path / 'nope'}: not a directory"]
+
+
+def _command_plugin():
+    mod = types.ModuleType("plug_cmd")
+
+    @hookimpl
+    def avbench_register_commands(app):
+        @app.command("hello")
+        def hello(who: str = "world") -> None:
+            """Say hello."""
+            print(f"hello {who}")
+
+    mod.avbench_register_commands = avbench_register_commands
+    return mod
+
+
+def test_a_plugin_command_runs_through_run_cli():
+    with temporary_plugin(_command_plugin(), "cmd-plugin"):
+        r = run_cli(["hello", "--who", "tests"])
+        assert r.exit_code == 0, r.output
+        assert r.stdout.strip() == "hello tests"
+    assert run_cli(["hello"]).exit_code == 2  # gone with the plugin
+
+
+def test_trace_switch_writes_hook_calls_to_stderr():
+    r = run_cli(["detectors"], env={"AVBENCH_TRACE_PLUGINS": "1"})
+    assert r.exit_code == 0
+    assert "avbench_register_detectors" in r.stderr
+    assert "avbench_register_detectors" not in run_cli(["detectors"]).stderr
+
+
+def test_a_raising_hook_keeps_its_traceback_and_a_bad_module_none(tmp_path):
+    (tmp_path / "boom.py").write_text(
+        "from avbench import hookimpl\n"
+        "@hookimpl\n"
+        "def avbench_register_detectors(register):\n"
+        "    raise RuntimeError('boom')\n"
+    )
+    (tmp_path / "typo.py").write_text("def avbench_nope():\n    pass\n")
+    system = PluginSystem(tmp_path, entry_points=False)
+    by_name = {s.name: s for s in system.statuses}
+    assert "RuntimeError: boom" in by_name["boom"].traceback
+    assert by_name["typo"].traceback is None
