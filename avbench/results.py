@@ -23,13 +23,14 @@ import dataclasses
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avbench.errors import ResultsError
+from avbench.io import atomic_write_bytes as atomic_write_bytes  # re-exported for callers
+from avbench.io import atomic_write_text
 
 SCHEMA_VERSION = 2  # 2: the identity block, error_kind; records are read strictly
 SCORE_COLUMNS = (
@@ -37,30 +38,6 @@ SCORE_COLUMNS = (
     "score", "score_v", "score_a", "n_segments", "padded_frames",
 )
 ALL_FOLDS = "all"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename is None:  # a full disk or a short write names no file: name the target
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -62,7 +62,9 @@ def keep_freed_memory(device: str | torch.device) -> bool:
 def resolve_workers(n: int) -> int:
     if n >= 0:
         return n
-    cpus = os.cpu_count() or 1
+    from avbench.io import available_cores
+
+    cpus = available_cores()
     return 0 if cpus <= 2 else min(8, cpus // 2)
 
 

@@ -1,7 +1,8 @@
 """The training loop every ``TorchDetector`` gets.
 
-Per epoch: draw the epoch's training segments (class-balanced by default: real and fake
-videos with equal probability; one random segment per draw), run micro-batches with
+Per epoch: draw the epoch's training segments (by default every training video once, in a
+seeded order, one random segment each; ``balance=class`` draws reals and fakes with equal
+probability instead), run micro-batches with
 gradient accumulation and optional bf16 autocast, average gradients across ranks, clip,
 step; then score the validation split, keep the best state by validation AUC, and write a
 checkpoint (atomically: a crash leaves the previous one) holding the detector's state (its
@@ -40,26 +41,32 @@ from avbench.engine.evaluate import (
 )
 from avbench.engine.progress import Progress
 from avbench.errors import CheckpointError, TrainingError
-from avbench.results import atomic_write_bytes
+from avbench.io import atomic_write_bytes
 
 CHECKPOINT_VERSION = 1
 
 
 def epoch_draws(labels: np.ndarray, n: int, seed: int, epoch: int, balance: str) -> np.ndarray:
-    """Indices of the videos drawn for an epoch.
+    """Indices of the videos drawn for an epoch (one random segment is taken per draw).
 
-    ``video``: each draw picks real or fake with probability 1/2, then a video of that class
+    ``none`` (the default, as the paper samples): a seeded permutation of every training
+    video, so each video is drawn exactly once when ``n`` is the number of videos; a smaller
+    ``n`` takes the permutation's first ``n``, a larger one appends further permutations.
+    ``class``: each draw picks real or fake with probability 1/2, then a video of that class
     uniformly (with replacement), so ~300 reals weigh as much as ~12,000 fakes.
-    ``none``: a permutation of every video (each once).
     """
     rng = np.random.default_rng([seed, epoch, 7])
     if balance == "none":
-        return rng.permutation(len(labels))[:n] if n <= len(labels) else rng.integers(0, len(labels), n)
+        rounds = -(-n // len(labels)) if len(labels) else 0
+        out = np.concatenate([rng.permutation(len(labels)) for _ in range(rounds)] or [[]])
+        return out[:n].astype(np.int64)
+    if balance != "class":
+        raise TrainingError(f"balance {balance!r} is not one of class, none")
     real = np.flatnonzero(labels == 0)
     fake = np.flatnonzero(labels == 1)
     if len(real) == 0 or len(fake) == 0:
-        raise TrainingError("class-balanced sampling needs real and fake training videos; "
-                            f"found {len(real)} real and {len(fake)} fake")
+        raise TrainingError("class-balanced sampling (balance=class) needs real and fake "
+                            f"training videos; found {len(real)} real and {len(fake)} fake")
     pick_fake = rng.random(n) < 0.5
     out = np.where(pick_fake, fake[rng.integers(0, len(fake), n)], real[rng.integers(0, len(real), n)])
     return out.astype(np.int64)

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avbench.errors import AvbenchError, BadMediaError
+from avbench.io import atomic_write_text
+from avbench.io import available_cores as _available_cores
 from avbench.media.decode import PIPELINE_VERSION, Clip, Pipeline, decode, gbrp_into
 from avbench.media.encode import yuv420p_frames
 from avbench.results import pid_alive
@@ -281,13 +283,13 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    """:func:`avbench.io.atomic_write_text`; a full disk raises :class:`CacheDiskFullError`."""
     try:
-        _write_bytes(tmp, text.encode("utf-8"))
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        atomic_write_text(path, text)
+    except OSError as e:
+        if _disk_full(e):
+            raise CacheDiskFullError(str(path)) from e
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -985,14 +987,6 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
             if job[1] in done:
                 continue
             yield _isolated(fn, job, ctx)
-
-
-def _available_cores() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _isolated(fn: Any, job: tuple[Any, ...], ctx: Any) -> tuple[str, CacheEntry | None, str, str]:
