@@ -492,3 +492,31 @@ def test_run_json_fields_read(tmp_path) -> None:
     write_scores(path / "scores.csv", scores)
     t = build_table(5, collect(root), published=False)
     assert row_of(t, "mini").text["Variant"] == "Ours"
+
+
+def test_a_plugin_adds_a_protocol_and_its_table_without_touching_the_core(tmp_path) -> None:
+    from avbench import hookimpl
+    from avbench.testing import temporary_plugin
+
+    text = (Path(registered_protocols()["cross-manip"].path).read_text("utf-8")
+            .replace('name = "cross-manip"', 'name = "two-folds"').replace("table = 2", ""))
+    text = text[:text.index("[folds.FVFA-FS]")]  # keeps RVFA and FVRA-WL
+    (tmp_path / "two-folds.toml").write_text(text, "utf-8")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "t.toml").write_text(
+        'number = 7\ntitle = "Table 7: two folds."\ntext = ["Method"]\n'
+        '[[groups]]\nprotocol = "two-folds"\nper_fold = true\nmetrics = ["auc"]\n'
+        '[[averages]]\nname = "AVG"\nprotocol = "two-folds"\nfold_prefix = ""\n'
+        'metrics = ["auc"]\n', "utf-8")
+
+    class Plugin:
+        @hookimpl
+        def avbench_register_protocols(self, register) -> None:
+            register.directory(tmp_path)
+
+    with temporary_plugin(Plugin(), "two-folds-plugin"):
+        assert table_for_protocol("two-folds") == 7
+        table = build_table(7, Runs([]), published=False)
+    assert table.title.startswith("Table 7: two folds.")
+    assert [c.key for c in table.columns] == ["RVFA.auc", "FVRA-WL.auc", "AVG.auc"]
+    assert "No computed rows: no usable run of two-folds." in table.footnotes

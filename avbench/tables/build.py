@@ -29,7 +29,6 @@ from typing import Any
 
 from avbench.errors import ConfigError, ResultsError
 from avbench.results import ALL_FOLDS, RunIdentity, RunRecord
-from avbench.tables.specs import TableSpec, all_table_specs
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -40,6 +39,7 @@ from avbench.tables.model import (
     Row,
     Table,
 )
+from avbench.tables.specs import TableSpec, all_table_specs
 
 AVG_FV = "AVG-FV"
 AGGREGATES = ("latest", "mean")
