@@ -447,6 +447,7 @@ def auc_vs_real(data, scores: np.ndarray, category: str) -> float:
     return float(roc_auc_score(cats[keep] == category, scores[keep]))
 
 
+@pytest.mark.slow
 def test_sync_corr_separates_rvfa_on_the_synthetic_benchmark(synthetic_media):
     det = SyncCorrDetector(SyncCorrConfig(size=SIZE))
     data = video_set(synthetic_media, det.input_spec(), lambda r: r.category in ("real", "RVFA"))

@@ -48,6 +48,7 @@ def full_run(tmp_path_factory):
     return r, json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_every_section_runs_and_the_json_holds_every_figure(full_run):
     r, doc = full_run
     assert doc["settings"]["sections"] == ["decode", "cache", "loader", "model", "memory", "cli"]

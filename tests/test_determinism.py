@@ -48,6 +48,7 @@ def test_the_digest_sees_every_byte_but_the_marker(tmp_path):
 
 @pytest.mark.skipif(not _has_avx512(), reason="the documented digests were made on an AVX-512 "
                     "CPU; NumPy, OpenCV and FFmpeg may round differently elsewhere")
+@pytest.mark.slow
 def test_the_synthetic_sets_have_the_documented_digests(synthetic_root, synthetic_kodf_root):
     want = _documented_digests()
     assert set(want) == {"FakeAVCeleb", "KoDF"}

@@ -37,6 +37,7 @@ def trained(synthetic_root, tmp_path_factory):
     return _only_run(out), r
 
 
+@pytest.mark.slow
 def test_loss_falls_and_epochs_are_logged(trained):
     run_dir, r = trained
     rows = [json.loads(x) for x in (run_dir / "epochs.jsonl").read_text().splitlines()]
@@ -104,6 +105,7 @@ def _cli(args, env):
     return [sys.executable, "-m", "avbench", *args], {**os.environ, **env}
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_epoch_equals_an_uninterrupted_run(synthetic_root, tmp_path,
                                                                     avbench_cache):
     env = {"AVBENCH_CACHE": str(avbench_cache), "CUDA_VISIBLE_DEVICES": ""}
@@ -164,6 +166,7 @@ def test_two_process_gloo_run_equals_one_process(synthetic_root, tmp_path, avben
     assert (a["score"] - b["score"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_run_marked_incomplete(synthetic_root, tmp_path, avbench_cache):
     env = {"AVBENCH_CACHE": str(avbench_cache), "CUDA_VISIBLE_DEVICES": ""}
     cmd, full_env = _cli(_run_args(synthetic_root, tmp_path, "--set", "epochs=3",

@@ -304,6 +304,7 @@ def _runs(base: Path) -> dict[str, dict]:
             for d in sorted(base.iterdir()) if (d / "run.json").exists()}
 
 
+@pytest.mark.slow
 def test_run_identity_and_resume_end_to_end(ident_cli):
     r = ident_cli("--set", "width=8", error=RuntimeError("boom"))
     assert r.exit_code != 0

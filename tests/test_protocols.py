@@ -188,6 +188,7 @@ def test_protocols_show_counts_every_fold(synthetic_root, tmp_path):
     assert r.exit_code == 0 and "Caucasian (European)" in r.stdout
 
 
+@pytest.mark.slow
 def test_user_protocol_file_runs_by_path(synthetic_root, tmp_path):
     text = _proto("intra").path.read_text().replace('name = "intra"', 'name = "my-intra"')
     f = tmp_path / "my-intra.toml"

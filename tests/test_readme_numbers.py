@@ -60,6 +60,7 @@ def test_the_main_job_prints_the_readmes_numbers(synthetic_root, avbench_cache, 
     assert got == _readme_row()
 
 
+@pytest.mark.slow
 def test_the_parameter_count_the_readmes_state(avbench_cache):
     pytest.importorskip("avbench_avprompt")
     shown = subprocess.run([sys.executable, "-m", "avbench", "detectors", "show", "avprompt"],

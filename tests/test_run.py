@@ -155,6 +155,7 @@ def test_fit_never_sees_a_test_video(synthetic_root, tmp_path):
     assert not (seen["train"] | seen["val"]) & test_ids
 
 
+@pytest.mark.slow
 def test_data_check_lists_every_unreadable_file(synthetic_root, tmp_path):
     root = tmp_path / "FakeAVCeleb_v1.2"
     bad = _corrupt_copy(synthetic_root, root)

@@ -207,6 +207,7 @@ def test_scale_grows_the_set():
 # -- KoDF's shape ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kodf_shaped_set(synthetic_kodf_root):
     import av
     import cv2

@@ -24,6 +24,7 @@ def results(synthetic_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_variant_writes_a_complete_run(results):
     for name in VARIANTS:
         (run_json,) = (results / "intra" / "all" / name).rglob("run.json")

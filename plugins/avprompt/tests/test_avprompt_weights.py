@@ -99,6 +99,7 @@ def test_missing_files_and_random_weights_are_explicit(tmp_path):
     assert issubclass(MissingWeightsError, ConfigError)
 
 
+@pytest.mark.slow
 def test_offline_without_cached_weights_is_one_clear_line(tmp_path):
     # A fresh process with empty caches: HF_HOME for open_clip, XDG_CACHE_HOME for whisper.
     script = textwrap.dedent(
