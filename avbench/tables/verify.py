@@ -277,6 +277,25 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
     return None
 
 
+def check_external(run_dir: Path, info: Mapping[str, Any]) -> str | None:
+    """A record of external scores (``avbench score``): its ``scores.csv`` is the file it
+    recorded (same sha256), and its config hash is the score file's sha256."""
+    from avbench.engine.external import EXTERNAL_PLUGIN, sha256_bytes
+
+    det = info["detector"]
+    if det.get("plugin") != EXTERNAL_PLUGIN:
+        return None
+    ext = det.get("external")
+    if not isinstance(ext, Mapping) or not isinstance(ext.get("scores_csv_sha256"), str):
+        return "run.json of external scores records no sha256 of its scores.csv"
+    if ext.get("sha256") != det.get("config_hash"):
+        return "run.json's external score-file sha256 is not its config hash"
+    found = sha256_bytes((Path(run_dir) / "scores.csv").read_bytes())
+    if found != ext["scores_csv_sha256"]:
+        return "scores.csv of external scores was edited since it was recorded (sha256 differs)"
+    return None
+
+
 def verify_run(run_dir: Path, info: Mapping[str, Any], scores: DataFrame,
                protocol: Protocol | None) -> str | None:
     """Every check of this module on one run: ``None`` when the run may fill a cell, else
@@ -287,7 +306,8 @@ def verify_run(run_dir: Path, info: Mapping[str, Any], scores: DataFrame,
     records (``None`` when there is none)."""
     for check in (lambda: check_record(run_dir, info),
                   lambda: check_protocol(info, protocol),
-                  lambda: check_scores(info, scores)):
+                  lambda: check_scores(info, scores),
+                  lambda: check_external(run_dir, info)):
         try:
             reason = check()
         except Exception as e:  # a check must never abort a table; say what broke

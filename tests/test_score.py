@@ -1,0 +1,76 @@
+"""``avbench score``: external per-video scores recorded as a run, checked and verified."""
+
+from __future__ import annotations
+
+import pytest
+
+from avbench.engine.external import ExternalOptions, ScoreFileError, record_external
+from avbench.metrics import metrics_from_frame
+from avbench.plugins import get_plugins
+from avbench.protocols import all_protocols, build_splits, get_protocol
+from avbench.results import read_run
+from avbench.tables.verify import verify_folder
+
+DATA = ["fakeavceleb=synthetic"]
+
+
+@pytest.fixture(scope="module")
+def test_ids():
+    from avbench.commands.protocols import resolve_indexes
+
+    plugins = get_plugins()
+    p = get_protocol("intra", plugins)
+    split = build_splits(p, None, resolve_indexes(p, DATA, plugins, required=True))["test"]
+    return [(r.id, r.label) for r in split.records]
+
+
+def _record(tmp_path, text):
+    f = tmp_path / "ext.csv"
+    f.write_text(text)
+    opts = ExternalOptions(protocol="intra", scores=f, name="ext", data=DATA,
+                           out=tmp_path / "out")
+    return record_external(opts, get_plugins())
+
+
+def _good(ids):
+    return "id,score\n" + "".join(f"{i},{0.3 + 0.4 * lab + 0.001 * n:.4f}\n"
+                                  for n, (i, lab) in enumerate(ids))
+
+
+def test_a_good_file_is_a_verified_external_run_with_its_metrics(tmp_path, test_ids):
+    run_dir = _record(tmp_path, _good(test_ids))
+    _info, reason = verify_folder(run_dir, all_protocols(get_plugins()))
+    assert reason is None
+    rec = read_run(run_dir)
+    assert rec.identity.plugin == "external" and len(rec.identity.config_hash) == 64
+    got = metrics_from_frame(rec.scores(), n_boot=0)
+    assert got["auc"].value == pytest.approx(1.0)
+
+
+def test_an_edited_scores_csv_is_rejected(tmp_path, test_ids):
+    run_dir = _record(tmp_path, _good(test_ids))
+    f = run_dir / "scores.csv"
+    lines = f.read_text().splitlines()
+    head, sep, _ = lines[1].rpartition(",")
+    f.write_text("\n".join([lines[0], head + sep + "0.99", *lines[2:]]) + "\n")
+    _, reason = verify_folder(run_dir, all_protocols(get_plugins()))
+    assert reason and "edited" in reason
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda lines: lines[:-1], "no row for test video"),
+    (lambda lines: [*lines, "nope.mp4,0.5"], "line {n}: id 'nope.mp4' is not a test video"),
+    (lambda lines: [*lines, lines[1]], "again (first on line 2)"),
+    (lambda lines: [*lines[:-1], lines[-1].split(",")[0] + ",nan"], "line {m}: score of"),
+    (lambda lines: [*lines[:-1], lines[-1].split(",")[0] + ",1.5"], "finite numbers in [0, 1]"),
+    (lambda lines: ["id,prob", *lines[1:]], "line 1: unknown column 'prob'"),
+])
+def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, test_ids, edit, expected):
+    lines = edit(_good(test_ids).splitlines())
+    n, m = len(test_ids) + 2, len(test_ids) + 1
+    with pytest.raises(ScoreFileError) as e:
+        _record(tmp_path, "\n".join(lines) + "\n")
+    assert e.value.exit_code == 2
+    assert any(str(tmp_path / "ext.csv") in p and expected.format(n=n, m=m) in p
+               for p in e.value.problems), e.value.problems
+    assert not (tmp_path / "out").exists()
