@@ -182,7 +182,7 @@ class PluginSystem:
     def _call(self, hook_name: str, arg_name: str, value: Any) -> None:
         """Call a hook through the manager once per plugin, so one raising hides no other.
 
-        Each call goes through a subset hook caller holding one plugin's plain implementation
+        Each call goes through the manager's hook executor with one plugin's plain implementation
         plus every wrapper, so wrappers and tracing see it; an exception (from the plugin or
         a wrapper around its call) marks that plugin failed."""
         caller = getattr(self.pm.hook, hook_name)
@@ -192,14 +192,15 @@ class PluginSystem:
             status = self._status(impl.plugin_name)
             if status is not None and status.error:
                 continue
-            others = [i.plugin for i in plain if i is not impl]
-            failed = [self.pm.get_plugin(s.name) for s in self.statuses if s.error]
-            subset = self.pm.subset_hook_caller(
-                hook_name, remove_plugins=[p for p in others + failed if p is not None])
+            failed = {s.name for s in self.statuses if s.error}
+            # pluggy's subset_hook_caller needs hashable plugins (a SimpleNamespace is not),
+            # so the one-plugin subset goes through the manager's (traced) hook executor
+            subset = [i for i in impls if i is impl or (
+                (i.hookwrapper or i.wrapper) and i.plugin_name not in failed)]
             if hasattr(value, "current_plugin"):
                 value.current_plugin = impl.plugin_name
             try:
-                subset(**{arg_name: value})
+                self.pm._hookexec(hook_name, subset, {arg_name: value}, False)
             except Exception as e:
                 if status is not None:
                     self._fail(status, f"{hook_name} raised {type(e).__name__}: {e}")
