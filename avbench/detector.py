@@ -125,7 +125,7 @@ class RunContext:
     console: Console | None = None
     rank: int = 0
     world_size: int = 1
-    balance: str = "video"
+    balance: str = "none"
     log_path: Path | None = None
 
     @property

@@ -35,7 +35,7 @@ _SPLIT_KEYS = {"dataset", "where", "sample", "max_seconds"}
 _SAMPLE_KEYS = {"per_label", "seed"}
 _CHECK_KEYS = {"disjoint_identities"}
 _METRICS = {"acc", "ap", "auc", "acc_v", "auc_v", "acc_a", "auc_a"}
-_BALANCE = {"video", "none"}
+_BALANCE = {"class", "none"}
 
 
 def builtin_protocol_dir() -> Path:
@@ -200,7 +200,7 @@ def load_protocol(path: str | Path, plugin: str = "") -> Protocol:
     bad = set(metrics) - _METRICS
     if bad:
         raise ProtocolError(f"{path.name}: unknown metric(s) {', '.join(sorted(bad))}")
-    balance = data.get("balance", "video")
+    balance = data.get("balance", "none")
     if balance not in _BALANCE:
         raise ProtocolError(f"{path.name}: balance must be one of {', '.join(sorted(_BALANCE))}")
     checks = data.get("checks", {})

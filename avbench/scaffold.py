@@ -152,7 +152,7 @@ A detector plugin for [avbench](https://pypi.org/project/avbench/).
     avbench run --detector {name} --protocol intra --data fakeavceleb=synthetic
     pytest                              # trains on the synthetic benchmark
 
-Edit `{pkg}/detector.py`: the engine gives you training (class-balanced sampling, AMP,
+Edit `{pkg}/detector.py`: the engine gives you training (segment sampling, AMP,
 checkpoints, resume, DDP) and evaluation; you write the model, the loss and the scores.
 '''
 

@@ -1,8 +1,8 @@
 """``TorchDetector``: a detector whose plugin supplies only the model, the loss and the optimiser.
 
-The engine (``avbench.engine``) owns everything else: epochs, class-balanced sampling of one
-random segment per video, gradient accumulation, bf16 autocast on CUDA, gradient clipping,
-model selection on the validation split, checkpoints and resume, DDP, progress bars, and the
+The engine (``avbench.engine``) owns everything else: epochs, one random segment of every
+training video per epoch (or class-balanced draws), gradient accumulation, bf16 autocast on
+CUDA, gradient clipping, model selection on the validation split, checkpoints and resume, DDP, progress bars, and the
 batched evaluation over every segment.
 
 A plugin implements:
@@ -61,8 +61,9 @@ class TorchConfig(DetectorConfig):
     amp: Literal["auto", "bf16", "fp32"] = "auto"
     #: DataLoader workers; -1 = choose from the CPU count.
     num_workers: int = -1
-    #: ``protocol`` = what the protocol says (class-balanced for the built-in ones).
-    balance: Literal["protocol", "video", "none"] = "protocol"
+    #: ``protocol`` = what the protocol says (``none`` for the built-in ones: every training
+    #: video once per epoch); ``class`` = reals and fakes drawn with probability 1/2 each.
+    balance: Literal["protocol", "class", "none"] = "protocol"
     #: training segments per epoch; 0 = one per training video.
     epoch_size: int = 0
     #: validation segments per video (a fixed, seeded choice; 0 = every segment). One per

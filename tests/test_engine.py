@@ -52,7 +52,7 @@ def test_run_folder_is_complete_and_honest(trained, synthetic_root):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "complete"
     assert info["checkpoint"]["checkpoint"] == "last"
-    assert info["protocol"]["name"] == "intra" and info["protocol"]["version"] == "1.0"
+    assert info["protocol"]["name"] == "intra" and info["protocol"]["version"] == "1.1"
     assert set(info["splits"]) == {"train", "val", "test"}
     assert all(len(s["hash"]) == 16 for s in info["splits"].values())
     assert info["detector"]["config"]["epochs"] == 6

@@ -157,7 +157,7 @@ def test_a_typo_in_a_filter_is_an_error(tmp_path):
         (('where = { group = ["African"] }', 'where = { race = ["African"] }'),
          "cannot filter on 'race'"),
         (("[splits.val]", "[splits.validation]"), "exactly train, val and test"),
-        (("balance = \"video\"", "balance = \"fair\""), "balance must be one of"),
+        (("balance = \"none\"", "balance = \"fair\""), "balance must be one of"),
     ],
 )
 def test_malformed_protocol_files_are_rejected(tmp_path, edit, message):
@@ -210,7 +210,7 @@ def test_cross_manip_runs_every_fold_and_table_2_shows_them(synthetic_root, tmp_
     for run_json in out.rglob("run.json"):
         info = json.loads(run_json.read_text())
         assert info["status"] == "complete"
-        assert info["splits"]["test"]["hash"] and info["protocol"]["version"] == "1.0"
+        assert info["splits"]["test"]["hash"] and info["protocol"]["version"] == "1.1"
     t = run_cli(["table", "--table", "2", "--results", str(out), "--format", "markdown",
                  "--no-published"])
     assert t.exit_code == 0, t.output

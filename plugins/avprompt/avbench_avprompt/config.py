@@ -103,8 +103,8 @@ class AVPromptConfig(TorchConfig):
 
     Optimisation (Eq. 16 is minimised with Adam): ``lr`` 1e-4 for ``epochs`` = 15, multiplied by
     ``lr_decay`` = 0.1 from epoch ``lr_decay_epoch`` = 12 on (epochs count from 1: epochs 1-11
-    run at 1e-4, 12-15 at 1e-5). The engine draws one random segment per video per epoch with
-    class-balanced sampling, as the paper does.
+    run at 1e-4, 12-15 at 1e-5). The engine draws one random segment of every training video
+    per epoch, as the paper samples.
 
     ``batch_size`` defaults to 16 segments (256 frames through ViT-B/32), our choice: the paper
     does not state its batch size. One 16-frame segment keeps about 0.45 GB of fp32 activations

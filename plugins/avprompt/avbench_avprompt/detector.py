@@ -1,8 +1,8 @@
 """``AVPromptDetector``: the paper's method on avbench's ``TorchDetector`` contract.
 
 The plugin supplies the model (:mod:`avbench_avprompt.model`), the loss (Eq. 16) and the
-optimiser/schedule; avbench's engine runs the loop (one random segment per video per epoch,
-class-balanced sampling, checkpoints, evaluation over every segment). Every registered
+optimiser/schedule; avbench's engine runs the loop (one random segment of every training
+video per epoch, checkpoints, evaluation over every segment). Every registered
 variant is this class with other config defaults (see :mod:`avbench_avprompt.plugin`).
 """
 
