@@ -180,7 +180,13 @@ def record_external(opts: ExternalOptions, plugins: Any) -> Path:
 def _record(opts: ExternalOptions, protocol: Any, test: Any, indexes: dict, n: int,
             file_sha: str) -> Any:
     import avbench
-    from avbench.engine.run import _git_commit, _now, portable_command
+    from avbench.engine.run import (
+        _git_commit,
+        _now,
+        datasets_entry,
+        portable_command,
+        protocol_entry,
+    )
     from avbench.results import RunRecord
 
     now = _now()
@@ -191,12 +197,9 @@ def _record(opts: ExternalOptions, protocol: Any, test: Any, indexes: dict, n: i
                        "description": "scores computed outside avbench",
                        "config": {}, "config_hash": file_sha,
                        "external": {"scores_file": Path(opts.scores).name, "sha256": file_sha}},
-        protocol_info={"name": protocol.name, "version": protocol.version, "fold": opts.fold,
-                       "table": protocol.table, "metrics": list(protocol.metrics),
-                       "file_hash": protocol.file_hash, "balance": protocol.balance},
+        protocol_info=protocol_entry(protocol, opts.fold),
         splits={"test": {**test.summary(), "spec": test.spec.to_dict(), "n_used": n}},
-        datasets={k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
-                      "index_problems": len(v.problems)} for k, v in indexes.items()},
+        datasets=datasets_entry(indexes),
         seed=opts.seed, device=EXTERNAL_PLUGIN, git_commit=_git_commit(),
         versions={"avbench": avbench.__version__, "python": platform.python_version(),
                   "plugin": {"name": EXTERNAL_PLUGIN}},

@@ -133,6 +133,19 @@ def portable(config: dict[str, Any]) -> dict[str, Any]:
             for k, v in config.items()}
 
 
+def protocol_entry(protocol: Any, fold: str | None) -> dict[str, Any]:
+    """The ``protocol`` block of a run record: which protocol, version, file and fold."""
+    return {"name": protocol.name, "version": protocol.version, "fold": fold,
+            "table": protocol.table, "metrics": list(protocol.metrics),
+            "file_hash": protocol.file_hash, "balance": protocol.balance}
+
+
+def datasets_entry(indexes: dict[str, Any]) -> dict[str, Any]:
+    """The ``datasets`` block of a run record: each dataset's fingerprint and counts."""
+    return {k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
+                "index_problems": len(v.problems)} for k, v in indexes.items()}
+
+
 def portable_command(argv: list[str]) -> list[str]:
     """The command line with dataset roots and other paths replaced by placeholders."""
     out: list[str] = []
@@ -301,12 +314,9 @@ def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, d
             "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
                            "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
         },
-        protocol_info={"name": protocol.name, "version": protocol.version, "fold": fold,
-                       "table": protocol.table, "metrics": list(protocol.metrics),
-                       "file_hash": protocol.file_hash, "balance": protocol.balance},
+        protocol_info=protocol_entry(protocol, fold),
         splits={k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in splits.items()},
-        datasets={k: {"fingerprint": v.fingerprint, "n_videos": len(v.records),
-                      "index_problems": len(v.problems)} for k, v in indexes.items()},
+        datasets=datasets_entry(indexes),
         seed=opts.seed,
         device=device,
         world_size=dist.world_size,
