@@ -127,6 +127,7 @@ def score(
     fold: Annotated[str | None, typer.Option(help="The fold the scores are of (protocols with folds).")] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of a dataset, or NAME=synthetic. Repeatable.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    modality: Annotated[str, typer.Option("--modality", help="What the method looks at: AV, A or V (Table 3).")] = "AV",
 ) -> None:
     """Record per-video scores computed elsewhere as a run (marked external) for `avbench table`."""
     from avbench.engine.external import ExternalOptions, record_external
@@ -134,7 +135,7 @@ def score(
     system = _plugins()
     _warn_plugins(system)
     opts = ExternalOptions(protocol=protocol, scores=scores, name=name, fold=fold,
-                           data=list(data or []), out=out,
+                           data=list(data or []), out=out, modality=modality,
                            command=["avbench", *_ARGV.get()])
     _console().print(f"[green]recorded[/]: {record_external(opts, system)}")
 

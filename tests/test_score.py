@@ -74,3 +74,33 @@ def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, test_ids, e
     assert any(str(tmp_path / "ext.csv") in p and expected.format(n=n, m=m) in p
                for p in e.value.problems), e.value.problems
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_cli_records_scores_that_table_3_shows_as_external_with_their_modality(tmp_path):
+    """As a user would: ``avbench score`` then ``avbench table``; the row is marked external,
+    carries the given modality, and the footnote says where its numbers come from."""
+    from avbench.commands.protocols import resolve_indexes
+    from avbench.testing import run_cli
+
+    data = ["fakeavceleb=synthetic", "kodf=synthetic-kodf"]
+    plugins = get_plugins()
+    p = get_protocol("cross-dataset", plugins)
+    split = build_splits(p, None, resolve_indexes(p, data, plugins, required=True))["test"]
+    f = tmp_path / "outside.csv"
+    f.write_text(_good([(r.id, r.label) for r in split.records]))
+    out = tmp_path / "results"
+    data_args = [a for d in data for a in ("--data", d)]
+    got = run_cli(["score", "-p", "cross-dataset", "--scores", str(f), "--name", "outside",
+                   "--modality", "V", *data_args, "--out", str(out)])
+    assert got.exit_code == 0, got.stderr
+    table = run_cli(["table", "--table", "3", "--format", "csv", "--results", str(out)])
+    assert table.exit_code == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("outside,"))
+    assert ",V," in row and ",external," in row
+    md = run_cli(["table", "--table", "3", "--format", "markdown", "--results", str(out)])
+    assert "recorded with `avbench score`" in md.stdout
+
+    bad = run_cli(["score", "-p", "cross-dataset", "--scores", str(f), "--name", "o2",
+                   "--modality", "AVX", *data_args, "--out", str(out)])
+    assert bad.exit_code == 2 and "--modality 'AVX'" in bad.stderr

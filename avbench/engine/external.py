@@ -28,6 +28,7 @@ from avbench.errors import AvbenchError
 
 EXTERNAL_PLUGIN = "external"
 COLUMNS = ("id", "score", "score_v", "score_a")
+MODALITIES = ("AV", "A", "V")  # as a registered detector's (Table 3's Modality column)
 _SHOWN = 20  # problem lines printed; a summary line says how many more
 
 
@@ -48,6 +49,7 @@ class ExternalOptions:
     scores: Path
     name: str
     fold: str | None = None
+    modality: str = "AV"
     data: list[str] = field(default_factory=list)
     out: Path = Path("results")
     n_boot: int = 1000
@@ -160,6 +162,9 @@ def record_external(opts: ExternalOptions, plugins: Any) -> Path:
     if opts.name in plugins.detectors:
         raise AvbenchError(f"--name {opts.name!r} is a registered detector; external scores "
                            f"need a name of their own")
+    if opts.modality not in MODALITIES:
+        raise AvbenchError(f"--modality {opts.modality!r}: expected one of "
+                           f"{', '.join(MODALITIES)} (what the scores look at)")
     protocol = get_protocol(opts.protocol, plugins)
     protocol.check_fold(opts.fold)
     if protocol.fold_names and opts.fold is None:
@@ -195,6 +200,7 @@ def _record(opts: ExternalOptions, protocol: Any, test: Any, indexes: dict, n: i
         command=portable_command(opts.command),
         detector_info={"name": opts.name, "plugin": EXTERNAL_PLUGIN,
                        "description": "scores computed outside avbench",
+                       "modality": opts.modality,
                        "config": {}, "config_hash": file_sha,
                        "external": {"scores_file": Path(opts.scores).name, "sha256": file_sha}},
         protocol_info=protocol_entry(protocol, opts.fold),

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avbench.engine.external import EXTERNAL_PLUGIN
 from avbench.errors import ConfigError, ResultsError
 from avbench.results import ALL_FOLDS, RunIdentity, RunRecord
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
     COMPUTED_INCOMPLETE,
+    EXTERNAL,
     SOURCE_COLUMN,
     Cell,
     Column,
@@ -390,6 +392,8 @@ def _computed_rows(spec: TableSpec, pool: _Pool, notes: list[str]) -> list[Row]:
             _add_average(cells, avg)
         incomplete = any(c.incomplete for c in cells.values())
         source = COMPUTED_INCOMPLETE if incomplete else COMPUTED
+        if pool.detector_info(det).get("plugin") == EXTERNAL_PLUGIN:
+            source = EXTERNAL
         text[SOURCE_COLUMN] = source
         row = Row(text=text, cells={c.key: cells[c.key] for c in columns}, source=source,
                   detector=det)
@@ -471,6 +475,9 @@ def build_table(
     if computed:
         footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
                          "scores.csv (metrics.json is not read); a blank cell has no run.")
+        if any(r.source == EXTERNAL for r in computed):
+            footnotes.append("Rows marked 'external' hold scores computed outside avbench, "
+                             "recorded with `avbench score` and checked against the test split.")
         shown = [n for n in (pool.identity_note(r.detector) for r in computed if r.detector) if n]
         if shown:
             footnotes.append("A cell shows the runs of one identity (config hash, protocol "

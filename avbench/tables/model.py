@@ -14,6 +14,7 @@ from typing import Any
 REPORTED = "reported"
 COMPUTED = "computed"
 COMPUTED_INCOMPLETE = "computed (incomplete)"
+EXTERNAL = "external"  # scores computed outside avbench, recorded by `avbench score`
 SOURCE_COLUMN = "Source"
 
 
