@@ -153,6 +153,7 @@ def table(
     include_incomplete: Annotated[bool, typer.Option(help="Also show incomplete runs (marked).")] = False,
     ci: Annotated[bool, typer.Option("--ci", help="Show 95% bootstrap intervals.")] = False,
     aggregate: Annotated[str, typer.Option(help="latest run per cell, or mean over runs (seeds).")] = "latest",
+    compare: Annotated[str | None, typer.Option("--compare", help="Mark (*) the cells that differ significantly from this detector's (paired test on the same test videos).")] = None,
 ) -> None:
     """Print a table in the paper's format from results folders (no GPU, no training)."""
     from avbench import tables
@@ -174,6 +175,7 @@ def table(
     out = tables.build_and_render(results, int(table), fmt, published=published,
                                   include_incomplete=include_incomplete, ci=ci,
                                   aggregate=aggregate, protocols=all_protocols(system),
+                                  compare=compare,
                                   warn=lambda line: typer.echo(line, err=True))  # never wrapped
     if isinstance(out, str):
         typer.echo(out, nl=not out.endswith("\n"))

@@ -39,6 +39,7 @@ def build_and_render(
     mixed_versions: str = "newest",
     protocols: Mapping[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
+    compare: str | None = None,
 ) -> Any:
     """Collect the runs below ``results_root``, build Table ``table`` and render it as
     ``fmt`` (``rich`` gives a rich renderable, the others a string).
@@ -53,7 +54,7 @@ def build_and_render(
         for line in runs.problems:
             warn(line)
     t = build_table(table, runs, published=published, ci=ci, aggregate=aggregate,
-                    mixed_versions=mixed_versions, protocols=protocols)
+                    mixed_versions=mixed_versions, protocols=protocols, compare=compare)
     return render(t, fmt)
 
 

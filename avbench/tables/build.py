@@ -440,11 +440,13 @@ def build_table(
     aggregate: str = "latest",
     mixed_versions: str = "newest",
     protocols: Mapping[str, Any] | None = None,
+    compare: str | None = None,
 ) -> Table:
     """Table ``number`` from collected runs, as its table file describes it
     (:mod:`avbench.tables.specs`), with the paper's rows unless ``published=False``. Fold
     columns are read from ``protocols`` (default: those registered now). See the module
-    docstring for the rules."""
+    docstring for the rules. ``compare`` names a detector whose cells the others' are tested
+    against (:mod:`avbench.tables.compare`)."""
     protocols = registered_protocols() if protocols is None else protocols
     specs = table_specs(protocols)
     if number not in specs:
@@ -462,10 +464,14 @@ def build_table(
     pool = _Pool(runs, protos, aggregate=aggregate, ci=ci, mixed_versions=mixed_versions,
                  notes=notes, folds=folds)
     computed = _computed_rows(spec, pool, notes)
+    if compare is not None:
+        from avbench.tables.compare import mark_cells
+
+        mark_cells(number, computed, spec.columns, pool, compare, notes)
     table = Table(number=number, title=spec.title + _BEST,
                   text_columns=[*spec.text, SOURCE_COLUMN], columns=spec.columns,
                   decimals=spec.decimals, ci=ci and aggregate == "latest",
-                  aggregate=aggregate, check_columns=spec.check_columns)
+                  aggregate=aggregate, check_columns=spec.check_columns, compare=compare)
     footnotes: list[str] = []
     if published and spec.published is not None:
         table.rows.extend(pub.published_rows(spec.published, _published_text(spec)))

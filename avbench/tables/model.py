@@ -45,6 +45,8 @@ class Cell:
     ``value`` None with ``undefined`` set: the metric is undefined on the data (shown
     ``n/a``); with ``reported_missing``: the paper prints ``-``; otherwise no run gave it
     (shown blank). ``rank`` is 1 for the best value of its column, 2 for the second best.
+    ``p`` is the p-value of the paired test against ``table --compare``'s detector, and
+    ``significant`` whether it is below the table's threshold.
     """
 
     value: float | None = None
@@ -56,6 +58,8 @@ class Cell:
     reported_missing: bool = False
     incomplete: bool = False
     rank: int = 0
+    p: float | None = None
+    significant: bool = False
 
     @property
     def present(self) -> bool:
@@ -84,17 +88,21 @@ class Table:
     ci: bool = False
     aggregate: str = "latest"
     check_columns: tuple[str, ...] = ()
+    compare: str | None = None  # the detector cells were tested against (table --compare)
 
     def rank(self) -> None:
         """Mark the best (1) and second-best (2) cell of each column over all rows shown.
 
         Higher is better for every metric here. Values are compared as printed (rounded to
-        the table's decimals), so equal printed values share a rank, as in the paper.
+        the table's decimals), so equal printed values share a rank, as in the paper. A
+        column with fewer than two values has no best one: nothing is marked.
         """
         for col in self.columns:
             cells = [r.cells[col.key] for r in self.rows if col.key in r.cells]
             for c in cells:
                 c.rank = 0
+            if sum(c.value is not None for c in cells) < 2:
+                continue
             shown = sorted({round(c.value, self.decimals) for c in cells if c.value is not None},
                            reverse=True)
             for rank, v in enumerate(shown[:2], start=1):

@@ -17,6 +17,7 @@ from avbench.tables.model import Cell, Table
 FORMATS = ("rich", "markdown", "latex", "csv")
 NA = "n/a"
 DAGGER = "†"
+SIGNIFICANT = "*"
 
 
 def render(table: Table, fmt: str) -> Any:
@@ -32,9 +33,11 @@ def render(table: Table, fmt: str) -> Any:
     raise ConfigError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def cell_text(table: Table, cell: Cell, *, pm: str = " ± ", dagger: str = DAGGER) -> str:
+def cell_text(table: Table, cell: Cell, *, pm: str = " ± ", dagger: str = DAGGER,
+              mark: str = SIGNIFICANT) -> str:
     """The printed text of a cell (no styling): ``97.1``, ``97.1 ± 0.3``,
-    ``97.1 [95.0, 98.7]``, ``n/a``, ``-`` (not in the paper) or blank (no run)."""
+    ``97.1 [95.0, 98.7]``, ``n/a``, ``-`` (not in the paper) or blank (no run); ``mark``
+    follows a value that differs significantly from ``--compare``'s detector."""
     if cell.reported_missing:
         return "-"
     if cell.undefined:
@@ -48,6 +51,8 @@ def cell_text(table: Table, cell: Cell, *, pm: str = " ± ", dagger: str = DAGGE
             text += f"{pm}{cell.std:.{d}f}"
         if table.ci and cell.lo is not None and cell.hi is not None:
             text += f" [{cell.lo:.{d}f}, {cell.hi:.{d}f}]"
+        if cell.significant:
+            text += mark
     if cell.incomplete:
         text += dagger
     return text
@@ -110,7 +115,7 @@ def render_markdown(table: Table) -> str:
         out = [_md_escape(_text_value(table, n, row.text.get(n, ""))) for n in table.text_columns]
         for col in table.columns:
             c = row.cells[col.key]
-            text = cell_text(table, c)
+            text = cell_text(table, c, mark="\\*")
             if c.rank == 1:
                 text = f"**{text}**"
             elif c.rank == 2:
@@ -191,7 +196,9 @@ def render_latex(table: Table) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.footnotes:
         lines.append(r"\par\smallskip\footnotesize")
-        lines.append(" \\\\\n".join(_tex(n) for n in table.footnotes))
+        # one paragraph per note: a line break (\\) before a note that opens with "[lo, hi]"
+        # would read it as \\[length]
+        lines.append("\\par\n".join(_tex(n) for n in table.footnotes))
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -213,6 +220,8 @@ def render_csv(table: Table) -> str:
             header += [f"{col.flat} std", f"{col.flat} runs"]
         if table.ci:
             header += [f"{col.flat} lo", f"{col.flat} hi"]
+        if table.compare:
+            header.append(f"{col.flat} p")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -228,5 +237,7 @@ def render_csv(table: Table) -> str:
                 out += [_plain(c.std), str(c.n_runs) if c.n_runs else ""]
             if table.ci:
                 out += [_plain(c.lo), _plain(c.hi)]
+            if table.compare:
+                out.append(_plain(c.p))
         w.writerow(out)
     return buf.getvalue()

@@ -1,0 +1,115 @@
+"""``avbench table --compare DETECTOR``: which cells differ significantly from DETECTOR's.
+
+Each computed cell of another detector is tested against the reference detector's cell of
+the same column (same protocol, fold and metric), on the videos both runs scored: the two
+runs' ``scores.csv`` must hold the same test videos with the same labels, or the cell is
+not tested (and a footnote says why). AUC (and the per-modality AUCs) use the paired DeLong
+test; AP and Acc use the paired, class-stratified bootstrap of :mod:`avbench.significance`
+(:data:`N_RESAMPLES` resamples, seeded). A cell whose two-sided p is below :data:`ALPHA`
+is marked :data:`MARK`. Averages (AVG-FV) are not tested. Only the latest run of each cell
+takes part, so ``--compare`` needs ``--aggregate latest``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from avbench.errors import ConfigError, ResultsError
+from avbench.metrics import _SPEC, _point
+
+ALPHA = 0.05
+MARK = "*"
+N_RESAMPLES = 1000
+SEED = 0
+
+
+def footnote(reference: str) -> str:
+    return (f"{MARK}: differs from {reference}'s value in the same column at p < {ALPHA} "
+            f"(two-sided, on the same test videos; AUC: paired DeLong test; AP and Acc: "
+            f"paired bootstrap over videos, {N_RESAMPLES} resamples stratified by class, seed "
+            f"{SEED}). Averages are not tested.")
+
+
+def _aligned(ref: Any, other: Any, skey: str, lkey: str) -> tuple[np.ndarray, ...] | str:
+    """Labels and both score arrays in one video order, or why the runs cannot be paired."""
+    for df in (ref, other):
+        if skey not in df or df[skey].isna().all():
+            return f"no {skey} column"
+    a = ref.set_index(["dataset", "id"]) if "dataset" in ref else ref.set_index("id")
+    b = other.set_index(["dataset", "id"]) if "dataset" in other else other.set_index("id")
+    if len(a) != len(b) or not a.index.sort_values().equals(b.index.sort_values()):
+        return "the two runs scored different test videos"
+    b = b.loc[a.index]
+    y = a[lkey].to_numpy(dtype=np.int64)
+    if not np.array_equal(y, b[lkey].to_numpy(dtype=np.int64)):
+        return "the two runs give the same videos different labels"
+    return y, a[skey].to_numpy(dtype=np.float64), b[skey].to_numpy(dtype=np.float64)
+
+
+def p_value(metric: str, ref: Any, other: Any) -> float | str:
+    """Two-sided p of ``metric(other) - metric(ref)``, or the reason there is none."""
+    from avbench import significance
+
+    skey, lkey, kind = _SPEC[metric]
+    got = _aligned(ref, other, skey, lkey)
+    if isinstance(got, str):
+        return got
+    y, s_ref, s_other = got
+    try:
+        if kind == "auc":
+            return significance.delong(y, s_other, s_ref).p
+        return significance.paired_bootstrap(
+            y, s_other, s_ref, lambda yy, ss: _point(kind, yy, ss),
+            n_boot=N_RESAMPLES, seed=SEED)[3]
+    except ValueError as e:
+        return str(e)
+
+
+def mark_cells(number: int, rows: list[Any], columns: list[Any], pool: Any, reference: str,
+               notes: list[str]) -> None:
+    """Set ``p`` and ``significant`` on the cells of computed ``rows`` against
+    ``reference``'s row (Table ``number``); untested cells get a note saying why."""
+    if pool.aggregate != "latest":
+        raise ConfigError("--compare tests the latest run of each cell; use it with "
+                          "--aggregate latest")
+    rows = [r for r in rows if r.detector is not None]
+    if not any(r.detector == reference for r in rows):
+        shown = ", ".join(sorted({r.detector for r in rows})) or "none"
+        raise ConfigError(f"--compare {reference}: no computed row of {reference} in Table "
+                          f"{number} (computed rows: {shown})")
+    frames: dict[tuple[str, str, str], Any] = {}
+
+    def scores(det: str, proto: str, fold: str) -> Any:
+        key = (det, proto, fold)
+        if key not in frames:
+            used = pool.evaluate(key)
+            try:
+                frames[key] = used[0].run.scores() if used else None
+            except ResultsError:
+                frames[key] = None
+        return frames[key]
+
+    for row in rows:
+        if row.detector == reference:
+            continue
+        for col in columns:
+            cell = row.cells.get(col.key)
+            if col.protocol is None or cell is None or not cell.present:
+                continue
+            ref = scores(reference, col.protocol, col.fold)
+            other = scores(row.detector, col.protocol, col.fold)
+            if ref is None or other is None:
+                continue
+            p = p_value(col.metric, ref, other)
+            if isinstance(p, str):
+                notes.append(f"--compare: {row.detector} on {col.flat} not tested against "
+                             f"{reference}: {p}.")
+                continue
+            cell.p = p
+            cell.significant = p < ALPHA
+    notes.insert(0, footnote(reference))
+
+
+__all__ = ["ALPHA", "MARK", "footnote", "mark_cells", "p_value"]
