@@ -61,8 +61,16 @@ def test_missing_dataset_root(tmp_path):
     assert "nowhere" in line
 
 
-def test_missing_results_folder(tmp_path):
-    line = _one_line_error(run_cli(["table", "--table", "1", "--results", str(tmp_path / "none")]))
+def test_a_table_before_any_run_shows_the_paper_and_says_how_to_add_rows(tmp_path):
+    r = run_cli(["table", "--table", "1", "--results", str(tmp_path / "none"),
+                 "--format", "markdown"])
+    assert r.exit_code == 0, r.stderr
+    assert "reported" in r.stdout and "computed" not in r.stdout.split("**", 2)[2].split("- ")[0]
+    assert "No results folder" in r.stdout and "none yet" in r.stdout
+    assert "avbench run --detector" in r.stdout
+    # without the paper's rows there is nothing to show: the missing folder is the error
+    line = _one_line_error(run_cli(["table", "--table", "1", "--no-published",
+                                    "--results", str(tmp_path / "none")]))
     assert "results folder not found" in line
 
 

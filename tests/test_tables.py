@@ -431,7 +431,7 @@ def test_missing_and_bad_results_folders(tmp_path) -> None:
     with pytest.raises(ResultsError, match="results folder not found"):
         collect(tmp_path / "nope")
     with pytest.raises(ResultsError, match="results folder not found"):
-        build_and_render(tmp_path / "nope", 1, "markdown")
+        build_and_render(tmp_path / "nope", 1, "markdown", published=False)
     root = tmp_path / "r"
     good = make_scores(1)
     write_run(root, "alpha", "intra", scores=good)

@@ -49,7 +49,16 @@ def build_and_render(
     too)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
-    runs = collect(results_root, include_incomplete=include_incomplete, protocols=protocols)
+    root = Path(results_root)
+    if published and not root.exists():  # a first look: the paper's rows, and how to add ours
+        t = build_table(table, Runs(), published=True, protocols=protocols)
+        t.footnotes = [n for n in t.footnotes if not n.startswith("No computed rows")]
+        t.footnotes.append(
+            f"No results folder {root} yet: computed rows appear once `avbench run --detector "
+            f"NAME --protocol PROTOCOL` has written runs there (`avbench detectors` and "
+            f"`avbench protocols` list both; the README's first command is one).")
+        return render(t, fmt)
+    runs = collect(root, include_incomplete=include_incomplete, protocols=protocols)
     if warn is not None:
         for line in runs.problems:
             warn(line)
