@@ -439,6 +439,23 @@ def make_app(plugins: Any) -> typer.Typer:
     return inv
 
 
+def command(inv: typer.Typer) -> Any:
+    """The click command tree of ``inv``, its flags shown without a type placeholder: Typer
+    (0.29) labels ``--ci`` or ``--help`` ``<bool>`` although they take no value."""
+    import typer.main
+
+    def quiet(cmd: Any) -> None:
+        for p in [*cmd.params, cmd.get_help_option(cmd.context_class(cmd))]:
+            if p is not None and getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        for sub in getattr(cmd, "commands", {}).values():
+            quiet(sub)
+
+    cmd = typer.main.get_command(inv)
+    quiet(cmd)
+    return cmd
+
+
 def _pre_parse(args: list[str]) -> tuple[str | None, bool]:
     """(--plugins-dir, --debug) among the root options, before the command name.
 
@@ -520,8 +537,8 @@ def _invoke(args: list[str], plugins_dir: str | None, keep: Any) -> int:
         keep(system)
         with using(system):
             # Typer returns the code of typer.Exit (and 130 for Ctrl-C) in non-standalone mode
-            code = make_app(system)(args=args, prog_name="avbench", standalone_mode=False,
-                                    obj=system)
+            code = command(make_app(system))(args=args, prog_name="avbench",
+                                             standalone_mode=False, obj=system)
         if isinstance(code, int) and not isinstance(code, bool):
             if code == 130:
                 typer.echo("interrupted", err=True)

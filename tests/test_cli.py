@@ -82,3 +82,17 @@ def test_debug_shows_the_traceback():
 def test_version():
     r = run_cli(["--version"])
     assert r.exit_code == 0 and r.stdout.startswith("avbench ")
+
+
+def test_flags_show_no_type_placeholder():
+    """Typer labels flags <bool> although they take no value; ours show none."""
+    helps = {}
+    for argv in (["--help"], ["table", "--help"], ["run", "--help"], ["data", "check", "--help"],
+                 ["plugins", "--help"]):
+        r = run_cli(argv, env={"COLUMNS": "160"})
+        assert r.exit_code == 0, r.stderr
+        helps[" ".join(argv)] = r.stdout
+    assert "--ci" in helps["table --help"] and "--help" in helps["--help"]
+    assert "<int" in helps["table --help"]  # options that take a value keep their type
+    for argv, text in helps.items():
+        assert "<bool>" not in text, argv
