@@ -270,6 +270,18 @@ def detectors_show(
 
 
 def _type_name(tp: Any) -> str:
+    """A config field's type as a user types its values: ``int``, ``'linear' | 'log'`` for
+    a Literal, ``float | None``, ``tuple[int, ...]``."""
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is typing.Union or type(tp).__name__ == "UnionType":
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin in (tuple, list) and args:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
     s = getattr(tp, "__name__", None) or str(tp)
     return s.replace("typing.", "")
 

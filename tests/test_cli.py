@@ -96,3 +96,10 @@ def test_flags_show_no_type_placeholder():
     assert "<int" in helps["table --help"]  # options that take a value keep their type
     for argv, text in helps.items():
         assert "<bool>" not in text, argv
+
+
+def test_detectors_show_lists_the_values_a_literal_allows():
+    r = run_cli(["detectors", "show", "sync-corr"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "envelope" in ln and "│" in ln)
+    assert "'linear' | 'db'" in line and "Literal" not in r.stdout
