@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from avbench.commands.eval import eval_command
 from avbench.errors import AvbenchError
 
 app = typer.Typer(
@@ -140,6 +141,9 @@ def score(
     _console().print(f"[green]recorded[/]: {record_external(opts, system)}")
 
 
+app.command("eval")(eval_command)
+
+
 # -- table -------------------------------------------------------------------------------------
 
 
@@ -175,18 +179,41 @@ def table(
     out = tables.build_and_render(results, int(table), fmt, published=published,
                                   include_incomplete=include_incomplete, ci=ci,
                                   aggregate=aggregate, protocols=all_protocols(system),
-                                  compare=compare,
+                                  compare=compare, width=_console().width,
                                   warn=lambda line: typer.echo(line, err=True))  # never wrapped
     if isinstance(out, str):
         typer.echo(out, nl=not out.endswith("\n"))
         return
     from rich.console import Console
+    from rich.text import Text
 
     console = _console()
-    needed = console.measure(out, options=console.options.update_width(1000)).maximum
-    if needed > console.width:  # never squeeze numbers into ellipses: let the lines run long
-        console = Console(width=needed, highlight=False)
-    console.print(out)
+    for part in getattr(out, "renderables", [out]):  # the table's parts, then its notes
+        c = console
+        if not isinstance(part, Text):  # never squeeze numbers into ellipses: a part wider
+            # than the terminal (one column group alone) runs its lines long
+            needed = console.measure(part, options=console.options.update_width(1000)).maximum
+            if needed > console.width:
+                c = Console(width=needed, highlight=False)
+        c.print(part)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option("--results", help="Results folder to read.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Folder to write index.html into.")] = Path("report"),
+) -> None:
+    """Write one static HTML page: every table, ROC curves, score histograms, significance, provenance."""
+    from avbench.commands.report import report_cmd
+
+    system = _plugins()
+    _warn_plugins(system)
+    page = report_cmd(results, out, system)
+    _console().print(f"wrote {page} (open it in a browser; it needs no server or network)",
+                     soft_wrap=True)
 
 
 # -- plugins / detectors / protocols -----------------------------------------------------------

@@ -114,3 +114,28 @@ def test_latex_compiles(tmp_path):
     r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("ci", [False, True])
+def test_a_wide_table_is_split_to_fit_the_terminal(tmp_path, ci):
+    from rich.console import Console
+
+    from avbench.tables import build_and_render
+    from tests.test_tables import FOLDS
+
+    root = tmp_path / "results"
+    for i, fold in enumerate(FOLDS):
+        write_run(root, "a-long-detector-name", "cross-manip", fold, scores=make_scores(i))
+    out = build_and_render(root, 2, "rich", ci=ci, width=100)
+    console = Console(record=True, width=100)
+    console.print(out)
+    text = console.export_text()
+    assert max(len(ln) for ln in text.splitlines()) <= 100
+    assert "Table 2 (continued)" in text
+    for group in (*FOLDS, "AVG-FV"):
+        assert group in text
+    # every row appears in each part, and the notes come once, after the parts
+    parts = text.count("Method")
+    assert parts >= 2
+    assert text.count("│ avprompt (paper)") == text.count("│ a-long-detector-name") == parts
+    assert text.count("Rows marked 'reported'") == 1

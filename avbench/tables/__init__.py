@@ -40,13 +40,14 @@ def build_and_render(
     protocols: Mapping[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
     compare: str | None = None,
+    width: int | None = None,
 ) -> Any:
     """Collect the runs below ``results_root``, build Table ``table`` and render it as
     ``fmt`` (``rich`` gives a rich renderable, the others a string).
 
     Runs are checked against ``protocols`` (default: those registered now); ``warn`` is
     called with the one line of each run folder left out (the table's footnotes list them
-    too)."""
+    too); ``width`` splits a rich table to fit a terminal that wide."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
     root = Path(results_root)
@@ -57,14 +58,14 @@ def build_and_render(
             f"No results folder {root} yet: computed rows appear once `avbench run --detector "
             f"NAME --protocol PROTOCOL` has written runs there (`avbench detectors` and "
             f"`avbench protocols` list both; the README's first command is one).")
-        return render(t, fmt)
+        return render(t, fmt, width=width)
     runs = collect(root, include_incomplete=include_incomplete, protocols=protocols)
     if warn is not None:
         for line in runs.problems:
             warn(line)
     t = build_table(table, runs, published=published, ci=ci, aggregate=aggregate,
                     mixed_versions=mixed_versions, protocols=protocols, compare=compare)
-    return render(t, fmt)
+    return render(t, fmt, width=width)
 
 
 __all__ = [

@@ -20,10 +20,11 @@ DAGGER = "†"
 SIGNIFICANT = "*"
 
 
-def render(table: Table, fmt: str) -> Any:
-    """``rich`` gives a ``rich.table.Table``; the other formats give a string."""
+def render(table: Table, fmt: str, *, width: int | None = None) -> Any:
+    """``rich`` gives a rich renderable (split to fit ``width`` if given, see
+    :func:`render_rich`); the other formats give a string."""
     if fmt == "rich":
-        return render_rich(table)
+        return render_rich(table, width)
     if fmt == "markdown":
         return render_markdown(table)
     if fmt == "latex":
@@ -67,18 +68,50 @@ def _text_value(table: Table, name: str, value: Any, *, check: str = "✓") -> s
 # --------------------------------------------------------------------------------------------
 
 
-def render_rich(table: Table) -> Any:
+def render_rich(table: Table, width: int | None = None) -> Any:
+    """A ``rich.table.Table`` with the notes as its caption; or, given the terminal's
+    ``width``, the table in as few parts as fit that width (whole column groups, each part
+    repeating the text columns) followed by the notes as text wrapped to the width."""
+    from rich.console import Console, Group
+    from rich.text import Text
+
+    notes = Text("\n".join(table.footnotes)) if table.footnotes else None
+    if width is None:
+        return _rich_table(table, table.columns, Text(table.title), caption=notes)
+    groups: list[list[Any]] = []
+    for col in table.columns:
+        if groups and groups[-1][0].group == col.group and col.group:
+            groups[-1].append(col)
+        else:
+            groups.append([col])
+    console = Console(width=10_000)
+    parts: list[list[Any]] = []
+    for g in groups:
+        if parts:
+            trial = _rich_table(table, parts[-1] + g, Text(table.title))
+            if console.measure(trial).maximum <= width:
+                parts[-1] += g
+                continue
+        parts.append(list(g))
+    shown: list[Any] = []
+    for i, cols in enumerate(parts):
+        title = table.title if i == 0 else f"{table.title.split(':')[0]} (continued)"
+        shown.append(_rich_table(table, cols, Text(title)))
+    if notes is not None:
+        shown.append(notes)
+    return Group(*shown)
+
+
+def _rich_table(table: Table, columns: list[Any], title: Any, caption: Any = None) -> Any:
     from rich.table import Table as RichTable
     from rich.text import Text
 
     # Text objects throughout: names and notes are never parsed as rich markup ("[lo, hi]")
-    rt = RichTable(title=Text(table.title),
-                   caption=Text("\n".join(table.footnotes)) if table.footnotes else None,
-                   caption_justify="left", title_justify="left")
+    rt = RichTable(title=title, caption=caption, caption_justify="left", title_justify="left")
     for name in table.text_columns:
         rt.add_column(Text(name), justify="center" if name in table.check_columns else "left")
     previous = None
-    for col in table.columns:
+    for col in columns:
         # the group (e.g. RVFA) heads the first column of its group only, like a multicolumn
         group = col.group if col.group != previous else ""
         previous = col.group
@@ -87,7 +120,7 @@ def render_rich(table: Table) -> Any:
     for row in table.rows:
         cells: list[Any] = [Text(_text_value(table, n, row.text.get(n, "")))
                             for n in table.text_columns]
-        for col in table.columns:
+        for col in columns:
             c = row.cells[col.key]
             style = "bold" if c.rank == 1 else "underline" if c.rank == 2 else ""
             cells.append(Text(cell_text(table, c), style=style))
