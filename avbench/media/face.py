@@ -1,25 +1,46 @@
 """Face cropping for full-frame datasets (KoDF): detect, track, smooth, crop a square.
 
-The detector sits behind :class:`FaceDetector` so that a better one can replace the default.
-The default, :class:`HaarFaceDetector`, is OpenCV's frontal-face Haar cascade shipped inside
-opencv-python-headless (< 5): nothing is downloaded. Its limits, honestly stated: it finds
-frontal and near-frontal faces only (profiles and strongly tilted heads are missed), it can
-fire on face-like texture, and its boxes jitter by several pixels from frame to frame. The
-tracking in :func:`crop_faces` is built for one dominant, mostly frontal speaker per video
-(the KoDF setting): it keeps the largest, most central face, smooths the box over time and
-bridges frames without a detection with the neighbouring boxes (and counts them).
+Detectors sit behind :class:`FaceDetector`. The default, :class:`MtcnnFaceDetector`, is MTCNN
+(Zhang et al. 2016, a cascade of three small CNNs) as packaged by facenet-pytorch 2.5, whose
+wheel carries the trained weights (``pnet.pt``, ``rnet.pt``, ``onet.pt``, 2 MB): nothing is
+downloaded at run time. It finds frontal, three-quarter and tilted faces and gives each a
+probability; on the Haar cascade's own test material it also finds the faces the cascade
+misses (a face turned to the side, the synthetic set's drawn faces in every frame). Its
+limits: faces under about 20 pixels at its working width (80 pixels across in a 1920-wide
+frame at the defaults) are missed, and it runs on the CPU (~20-50 ms a look on one core).
+:class:`HaarFaceDetector` (OpenCV's frontal cascade) stays selectable: frontal faces only,
+jittery boxes, and it fires on face-like texture.
+
+``AVBENCH_FACE_DETECTOR`` (``mtcnn``, the default, or ``haar``) picks the detector and
+``AVBENCH_MIN_FACE_SHARE`` (default :data:`DEFAULT_MIN_FACE_SHARE`) the share of searched
+frames that must show a face for a video to be used (see :func:`min_face_share`).
+
+The tracking in :func:`crop_faces` is built for one dominant speaker per video (the KoDF
+setting): it keeps the largest, most central face, smooths the box over time and bridges
+frames without a detection with the neighbouring boxes (and counts them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from avbench.errors import BadMediaError
+from avbench.errors import AvbenchError, BadMediaError, ConfigError
 
 Box = tuple[float, float, float, float, float]
+
+#: Bump whenever :func:`crop_faces` gives other crops or counts for the same frames and
+#: detector (part of the prepared cache's key). 2: the per-video face share is recorded.
+CROP_VERSION = 2
+#: a video whose detection passes find a face in fewer than this share of the frames searched
+#: is reported as ``no-face`` instead of being used (``AVBENCH_MIN_FACE_SHARE`` overrides it)
+DEFAULT_MIN_FACE_SHARE = 0.5
+DETECTOR_ENV, MIN_SHARE_ENV = "AVBENCH_FACE_DETECTOR", "AVBENCH_MIN_FACE_SHARE"
 
 
 class FaceDetector(Protocol):
@@ -37,6 +58,146 @@ def detector_key(detector: Any) -> str:
     """The identity of a detector for cache keys: its ``key`` attribute or its class name."""
     key = getattr(detector, "key", None)
     return str(key) if key else f"{type(detector).__module__}.{type(detector).__qualname__}"
+
+
+def default_face_detector(env: Mapping[str, str] | None = None) -> FaceDetector:
+    """The detector named by ``AVBENCH_FACE_DETECTOR`` (``mtcnn`` when unset)."""
+    name = (os.environ if env is None else env).get(DETECTOR_ENV, "").strip().lower()
+    if name in ("", "mtcnn"):
+        return MtcnnFaceDetector()
+    if name == "haar":
+        return HaarFaceDetector()
+    raise ConfigError(f"{DETECTOR_ENV}={name!r}: use mtcnn (the default) or haar")
+
+
+def min_face_share(env: Mapping[str, str] | None = None) -> float:
+    """``AVBENCH_MIN_FACE_SHARE`` as a number in [0, 1], else :data:`DEFAULT_MIN_FACE_SHARE`.
+    0 keeps every video in which any face was found."""
+    raw = (os.environ if env is None else env).get(MIN_SHARE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MIN_FACE_SHARE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{MIN_SHARE_ENV}={raw!r}: give a share between 0 and 1 (e.g. 0.5)")
+    return value
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread (the output never depends on the machine's cores; files are
+    prepared in parallel by processes), then restore the process's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
+class MtcnnFaceDetector:
+    """MTCNN from facenet-pytorch (``facenet_pytorch.MTCNN``, weights from its wheel), on the
+    CPU in one thread.
+
+    Frames wider than ``detect_width`` are scaled down to it first (INTER_AREA; talking-head
+    faces in 1080p stay far above the network's smallest face). ``min_face`` is the smallest
+    face searched for, in pixels at that width; ``thresholds`` and ``factor`` are MTCNN's
+    three stage thresholds and image-pyramid step (its published defaults). Boxes below
+    ``min_score`` (the last stage's face probability) are dropped. ``score`` is that
+    probability.
+    """
+
+    PACKAGE = "facenet-pytorch"
+
+    def __init__(
+        self,
+        *,
+        detect_width: int = 480,
+        min_face: int = 20,
+        min_score: float = 0.9,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+    ) -> None:
+        self.detect_width = int(detect_width)
+        self.min_face = int(min_face)
+        self.min_score = float(min_score)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self._net: Any = None
+
+    @property
+    def key(self) -> str:
+        t = ",".join(f"{x:g}" for x in self.thresholds)
+        return (
+            f"mtcnn-{self.PACKAGE}-{_package_version(self.PACKAGE)}/w{self.detect_width}"
+            f"/mf{self.min_face}/ms{self.min_score:g}/t{t}/f{self.factor:g}"
+        )
+
+    def _load(self) -> Any:
+        if self._net is None:
+            try:
+                from facenet_pytorch import MTCNN
+            except ImportError as e:
+                raise AvbenchError(_missing_package(self.PACKAGE, e)) from None
+            self._net = MTCNN(
+                min_face_size=self.min_face,
+                thresholds=list(self.thresholds),
+                factor=self.factor,
+                keep_all=True,
+                device="cpu",
+            ).eval()
+        return self._net
+
+    def detect(self, rgb_frame: np.ndarray) -> list[Box]:
+        import cv2
+
+        h, w = rgb_frame.shape[:2]
+        scale = min(1.0, self.detect_width / w)
+        img = np.ascontiguousarray(rgb_frame)
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        net = self._load()
+        with _one_torch_thread():
+            boxes, probs = net.detect(img)
+        if boxes is None:
+            return []
+        corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale
+        scores = np.asarray(probs, dtype=np.float64).reshape(-1)
+        return [
+            (float(x0), float(y0), float(x1 - x0), float(y1 - y0), float(p))
+            for (x0, y0, x1, y1), p in zip(corners, scores, strict=True)
+            if p >= self.min_score
+        ]
+
+    def __getstate__(self) -> dict[str, Any]:  # workers load the networks themselves
+        state = self.__dict__.copy()
+        state["_net"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"MtcnnFaceDetector({self.key})"
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError as e:
+        raise AvbenchError(_missing_package(name, e)) from None
+
+
+def _missing_package(name: str, e: Exception) -> str:
+    return (f"face detection needs the {name} package ({e}): pip install "
+            f"'{name}>=2.5.3,<2.6', or set {DETECTOR_ENV}=haar")
 
 
 class HaarFaceDetector:
@@ -129,8 +290,9 @@ class FaceCropReport:
     """What :func:`crop_faces` did.
 
     ``boxes`` is (N, 3) float: the square crop's centre x, centre y and side in input pixels
-    for every frame (before clipping to the frame). ``fallback_frames`` counts frames whose
-    nearest detection pass found no face (their box comes from neighbouring detections).
+    for every frame (before clipping to the frame). ``detect_frames`` frames were searched
+    and ``detected`` of them showed a face; ``fallback_frames`` counts frames whose nearest
+    detection pass found no face (their box comes from neighbouring detections).
     """
 
     n_frames: int
@@ -140,6 +302,11 @@ class FaceCropReport:
     fallback_frames: int
     detector: str
     boxes: np.ndarray = field(repr=False)
+
+    @property
+    def share(self) -> float:
+        """The share of searched frames in which a face was found."""
+        return self.detected / self.detect_frames if self.detect_frames else 0.0
 
 
 def pick_face(boxes: list[Box], width: int, height: int) -> tuple[float, float, float] | None:
@@ -179,17 +346,20 @@ def crop_faces(
 ) -> tuple[np.ndarray, FaceCropReport]:
     """Crop a square around the speaker's face in each of ``frames`` (N, H, W, 3) uint8 RGB.
 
-    The detector runs on every ``every``-th frame and the last one (:func:`avbench.media.decode.decode` uses
-    10 at 25 fps: 2.5 looks a second, which follows a seated speaker and keeps the Haar
-    cascade's cost, ~50-150 ms a look on one core, below the cost of decoding 1080p). On each,
+    The detector runs on every ``every``-th frame and the last one
+    (:func:`avbench.media.decode.decode` uses 10 at 25 fps: 2.5 looks a second, which follows
+    a seated speaker and keeps MTCNN's cost, ~20-50 ms a look on one core, near the cost
+    of decoding 1080p). On each,
     :func:`pick_face` chooses one face; the chosen boxes' centres and sides are smoothed with
     a moving median over ``smooth`` detections and interpolated linearly to every frame
     (frames before the first / after the last detection keep the nearest box). The crop is a
     square of side ``(1 + margin)`` x the face box (1.3 x by default, as is usual for
     deepfake face crops), shifted to stay inside the frame, or padded with black where it is
-    larger than the frame, and resized to ``size``. Returns (crops (N, 3, size, size) uint8,
+    larger than the frame, and resized to ``size`` (the detector's input size: 224 for the
+    paper's CLIP backbone). Returns (crops (N, 3, size, size) uint8,
     :class:`FaceCropReport`). Raises :class:`BadMediaError` (kind ``no-face``, naming
-    ``source``) when no detection pass finds a face.
+    ``source``) when no detection pass finds a face; a video where only a few do is judged
+    by the caller (:func:`avbench.media.cache.prepare` against :func:`min_face_share`).
     """
     import cv2
 
@@ -263,3 +433,24 @@ def _square(frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
     if sx1 > sx0 and sy1 > sy0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
     return out
+
+
+def face_summary(shares: Mapping[str, float], *, threshold: float, detector: str,
+                 worst: int = 10) -> dict[str, Any]:
+    """What ``data check`` prints and run.json records of one dataset's face detection:
+    ``shares`` maps each face-cropped video to the share of its searched frames that showed
+    a face (0 for a video with none). ``no_face`` counts the videos reported as ``no-face``
+    and not used (no face at all, or a share below ``threshold``); ``worst`` lists the
+    lowest shares (ties broken by id)."""
+    values = np.array([shares[k] for k in sorted(shares)], dtype=np.float64)
+    ranked = sorted(shares.items(), key=lambda kv: (kv[1], kv[0]))
+    return {
+        "detector": detector,
+        "min_share": threshold,
+        "videos": len(values),
+        "mean_share": round(float(values.mean()), 4) if len(values) else None,
+        "median_share": round(float(np.median(values)), 4) if len(values) else None,
+        "no_face": int(np.count_nonzero((values < threshold) | (values == 0))),
+        "without_any_face": int(np.count_nonzero(values == 0)),
+        "worst": [{"id": k, "share": round(float(v), 4)} for k, v in ranked[:worst]],
+    }
