@@ -6,14 +6,15 @@ Layout under the cache root (``$AVBENCH_CACHE``, else the user cache folder's
 
     entries/<kk>/<key>/video.mp4    the clip's frames as h264 (see CACHE_FORMAT below)
                       /audio.npy    float32 (N * spf,): the clip's 16 kHz samples, lossless
-                      /meta.json    source facts, padding / face-fallback counts, pipeline,
+                      /meta.json    source facts, padding / face counts, pipeline,
                                     each file's size and sha256, the video's packet index
     failures/<key>.json             a file that could not be used: kind and reason
     memo.json                       absolute path + size + mtime_ns -> sha256 of the bytes
     tmp/<host>-<pid>-<random>/      entries being written
 
 ``key`` = sha256 of the file's bytes (first 40 hex digits) + a hash of the pipeline's key
-(with face cropping, the face detector's) and :data:`CACHE_FORMAT`, so a changed file,
+(with face cropping, the face detector's and :data:`avbench.media.face.CROP_VERSION`) and
+:data:`CACHE_FORMAT`, so a changed file,
 pipeline, detector or cache format is prepared afresh while renamed or copied files are
 found again. The memo spares re-hashing unchanged files on every run. Entries are written
 into ``tmp/`` and renamed into place, so an interrupted prepare (or a full disk) leaves no
@@ -169,8 +170,15 @@ class CacheEntry:
     content_hash: str
     face_fallback_frames: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    face_searched: int = 0
+    face_found: int = 0
 
     @property
+    @property
+    def face_share(self) -> float:
+        """The share of searched frames that showed a face (face-cropped entries)."""
+        return self.face_found / self.face_searched if self.face_searched else 0.0
+
     def video_path(self) -> Path:
         return self.dir / VIDEO_FILE
 
@@ -196,6 +204,8 @@ class CacheEntry:
             content_hash=meta["content_hash"],
             face_fallback_frames=int(meta.get("face_fallback_frames", 0)),
             meta=meta,
+            face_searched=int(meta.get("face_searched", 0)),
+            face_found=int(meta.get("face_found", 0)),
         )
 
 
@@ -203,7 +213,10 @@ class CacheEntry:
 class PrepareResult:
     """What :func:`prepare` did. ``entries`` and ``problems`` follow the order of the items;
     every item is in exactly one of them. ``repaired`` names entries that failed their check
-    (size or checksum) and were prepared again."""
+    (size or checksum) and were prepared again. With face cropping, ``face_shares`` maps
+    every video that was searched for a face to the share of searched frames that showed
+    one (0 for none at all), ``face_detector`` is the detector's key and ``min_face_share``
+    the share below which a video became a ``no-face`` problem."""
 
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     problems: list[MediaProblem] = field(default_factory=list)
@@ -212,6 +225,9 @@ class PrepareResult:
     seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)
 
+    face_shares: dict[str, float] = field(default_factory=dict)
+    face_detector: str | None = None
+    min_face_share: float | None = None
     def problem_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
 
@@ -246,10 +262,10 @@ def pipeline_cache_key(pipeline: Pipeline, face_detector: Any = None) -> str:
     cropping faces) and :data:`CACHE_FORMAT`."""
     key = pipeline.key()
     if pipeline.face_crop:
-        from avbench.media.face import HaarFaceDetector, detector_key
+        from avbench.media.face import CROP_VERSION, default_face_detector, detector_key
 
-        det = face_detector if face_detector is not None else HaarFaceDetector()
-        key = f"{key}|{detector_key(det)}"
+        det = face_detector if face_detector is not None else default_face_detector()
+        key = f"{key}|{detector_key(det)}|crop{CROP_VERSION}"
     return hashlib.sha256(f"{key}|{CACHE_FORMAT}".encode()).hexdigest()[:12]
 
 
@@ -666,6 +682,8 @@ class PreparedCache:
             source_height=int(m.get("source_height", 0)),
             capped=bool(m.get("capped", False)),
         )
+            face_searched=entry.face_searched,
+            face_found=entry.face_found,
 
     # ---- writing
 
@@ -846,6 +864,7 @@ def prepare(
     console: Console | None = None,
     face_detector: FaceDetector | None = None,
 ) -> PrepareResult:
+    min_face_share: float | None = None,
     """Make sure every ``(video id, absolute path)`` in ``items`` is prepared under
     ``pipeline``; decode what the cache lacks.
 
@@ -858,15 +877,25 @@ def prepare(
     ``console``), removed and prepared again (``repaired``). Interrupting (Ctrl-C) or a full
     disk leaves finished entries in place and no half entry: run it again to resume.
     """
+
+    With face cropping (``face_detector``: :func:`~avbench.media.face.default_face_detector`
+    when None), a video whose detection passes show a face in less than ``min_face_share``
+    of the frames searched (:func:`~avbench.media.face.min_face_share` when None) is a
+    ``no-face`` problem, not an entry; changing the share needs no new preparation.
     started = time.perf_counter()
     cache = cache if cache is not None else PreparedCache()
-    if pipeline.face_crop and face_detector is None:
-        from avbench.media.face import HaarFaceDetector
-
-        face_detector = HaarFaceDetector()
-    cache.clean_tmp()
     result = PrepareResult()
     keys: dict[str, str] = {}  # video id -> cache key
+    if pipeline.face_crop:
+        from avbench.media.face import default_face_detector, detector_key
+        from avbench.media.face import min_face_share as configured_share
+
+        if face_detector is None:
+            face_detector = default_face_detector()
+        result.face_detector = detector_key(face_detector)
+        result.min_face_share = (configured_share() if min_face_share is None
+                                 else float(min_face_share))
+    cache.clean_tmp()
     early: dict[str, MediaProblem] = {}  # video id -> problem found before decoding
     outcome: dict[str, tuple[CacheEntry | None, str, str]] = {}  # key -> (entry, kind, reason)
     pending: dict[str, tuple[Path, str]] = {}  # key -> (path, content hash)
@@ -926,6 +955,10 @@ def prepare(
             continue
         entry, kind, reason = outcome[keys[vid]]
         if entry is not None:
+        if pipeline.face_crop and (entry is not None or kind == "no-face"):
+            result.face_shares[vid] = entry.face_share if entry is not None else 0.0
+            if entry is not None and entry.face_share < (result.min_face_share or 0.0):
+                entry, kind, reason = None, "no-face", _few_faces(entry, result.min_face_share)
             result.entries[vid] = entry
         else:
             result.problems.append(MediaProblem(vid, kind, reason))
@@ -934,6 +967,29 @@ def prepare(
 
 
 #: files per process below which starting processes costs more than it saves (a spawned
+def _few_faces(entry: CacheEntry, threshold: Any) -> str:
+    return (f"a face in {entry.face_found} of the {entry.face_searched} frames searched "
+            f"({entry.face_share:.0%}), under the minimum share {threshold:g} "
+            "(AVBENCH_MIN_FACE_SHARE)")
+
+
+def faces_entry(results: Any) -> dict[str, Any]:
+    """``{"faces": {dataset: summary}}`` for run.json's media block from ``(dataset name,
+    PrepareResult)`` pairs (a dataset's splits merged; see
+    :func:`avbench.media.face.face_summary`), or ``{}`` when no dataset was face-cropped."""
+    merged: dict[str, tuple[PrepareResult, dict[str, float]]] = {}
+    for name, res in results:
+        if res.face_detector is not None:
+            merged.setdefault(name, (res, {}))[1].update(res.face_shares)
+    if not merged:
+        return {}
+    from avbench.media.face import face_summary
+
+    return {"faces": {name: face_summary(shares, threshold=float(res.min_face_share or 0.0),
+                                         detector=str(res.face_detector))
+                      for name, (res, shares) in sorted(merged.items())}}
+
+
 #: process takes about a second to import PyAV and numpy; a 10 s clip decodes in 40 ms)
 FILES_PER_WORKER = 32
 

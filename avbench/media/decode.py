@@ -129,7 +129,8 @@ class Clip:
     ``duration`` is the source video's duration in seconds (decoded, or as the container
     declares it when ``max_seconds`` stopped decoding early). ``padded_frames`` counts frames
     added by loop padding (see :func:`avbench.media.segments.loop_pad`);
-    ``face_fallback_frames`` counts frames whose face box came from a neighbouring detection.
+    ``face_fallback_frames`` counts frames whose face box came from a neighbouring detection,
+    ``face_found`` of ``face_searched`` frames searched showed a face (face cropping only).
     """
 
     frames: np.ndarray
@@ -146,6 +147,8 @@ class Clip:
     source_height: int = 0
     capped: bool = False
 
+    face_searched: int = 0
+    face_found: int = 0
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
@@ -172,8 +175,8 @@ def decode(path: str | Path, pipeline: Pipeline | None = None, *,
     """Decode ``path`` into a :class:`Clip` following ``pipeline`` (see the module docs).
 
     Raises :class:`avbench.errors.BadMediaError` naming the file, the reason and its kind.
-    With ``pipeline.face_crop`` the face is cropped by ``face_detector`` (a
-    :class:`avbench.media.face.HaarFaceDetector` when None).
+    With ``pipeline.face_crop`` the face is cropped by ``face_detector`` (when None,
+    :func:`avbench.media.face.default_face_detector`'s).
     """
     import av
 
@@ -505,17 +508,18 @@ class _Decoding:
                              Fraction(self.pts0 * self.tb_num, self.tb_den), self.declared_a,
                              capped, self.cap_time, self.p.sample_rate)
         frames, audio = _fit(self.path, self.out.array(), audio, self.p)
-        fallback = 0
+        faces = (0, 0, 0)  # fallback frames, frames searched, frames with a face
         if self.p.face_crop:
-            frames, fallback = _crop_faces(frames, self.p, face_detector, self.path)
+            frames, faces = _crop_faces(frames, self.p, face_detector, self.path)
         return Clip(
             frames=frames, audio=audio, fps=self.p.fps, sample_rate=self.p.sample_rate,
             source_fps=float(self.rate) if self.rate else self.n_src / max(float(span), 1e-9),
             source_sample_rate=int(self.a_rate),
             source_channels=int(self.ast.codec_context.channels or 0),
             duration=float(self.declared_v if capped and self.declared_v else span),
-            face_fallback_frames=int(fallback), source_width=int(self.width),
-            source_height=int(self.height), capped=capped,
+            face_fallback_frames=faces[0], source_width=int(self.width),
+            source_height=int(self.height), capped=capped, face_searched=faces[1],
+            face_found=faces[2],
         )
 
     def _check_truncated(self, video_span: Fraction) -> None:
@@ -566,16 +570,16 @@ def _fit(path: Path, frames: np.ndarray, audio: np.ndarray,
 
 
 def _crop_faces(frames: np.ndarray, pipeline: Pipeline, detector: Any,
-                path: Path) -> tuple[np.ndarray, int]:
-    """(N, 3, size, size) face crops of working-resolution frames, and the number of frames
-    whose box came from a neighbouring detection."""
-    from avbench.media.face import HaarFaceDetector, crop_faces
+                path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(N, 3, size, size) face crops of working-resolution frames, and (frames whose box came
+    from a neighbouring detection, frames searched, frames that showed a face)."""
+    from avbench.media.face import crop_faces, default_face_detector
 
     crops, report = crop_faces(
-        frames, detector if detector is not None else HaarFaceDetector(),
+        frames, detector if detector is not None else default_face_detector(),
         size=int(pipeline.size or 0), source=str(path),
         every=max(1, round(pipeline.fps / FACE_DETECTIONS_PER_SECOND)))
-    return crops, report.fallback_frames
+    return crops, (report.fallback_frames, report.detect_frames, report.detected)
 
 
 def _iso_bmff_problem(path: Path) -> str | None:
