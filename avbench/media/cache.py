@@ -169,16 +169,16 @@ class CacheEntry:
     pipeline_key: str
     content_hash: str
     face_fallback_frames: int = 0
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     face_searched: int = 0
     face_found: int = 0
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
-    @property
     @property
     def face_share(self) -> float:
         """The share of searched frames that showed a face (face-cropped entries)."""
         return self.face_found / self.face_searched if self.face_searched else 0.0
 
+    @property
     def video_path(self) -> Path:
         return self.dir / VIDEO_FILE
 
@@ -203,9 +203,9 @@ class CacheEntry:
             pipeline_key=meta["pipeline_key"],
             content_hash=meta["content_hash"],
             face_fallback_frames=int(meta.get("face_fallback_frames", 0)),
-            meta=meta,
             face_searched=int(meta.get("face_searched", 0)),
             face_found=int(meta.get("face_found", 0)),
+            meta=meta,
         )
 
 
@@ -224,10 +224,10 @@ class PrepareResult:
     n_decoded: int = 0
     seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)
-
     face_shares: dict[str, float] = field(default_factory=dict)
     face_detector: str | None = None
     min_face_share: float | None = None
+
     def problem_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
 
@@ -681,9 +681,9 @@ class PreparedCache:
             source_width=int(m.get("source_width", 0)),
             source_height=int(m.get("source_height", 0)),
             capped=bool(m.get("capped", False)),
-        )
             face_searched=entry.face_searched,
             face_found=entry.face_found,
+        )
 
     # ---- writing
 
@@ -863,8 +863,8 @@ def prepare(
     progress: bool = True,
     console: Console | None = None,
     face_detector: FaceDetector | None = None,
-) -> PrepareResult:
     min_face_share: float | None = None,
+) -> PrepareResult:
     """Make sure every ``(video id, absolute path)`` in ``items`` is prepared under
     ``pipeline``; decode what the cache lacks.
 
@@ -876,16 +876,15 @@ def prepare(
     against its recorded sizes and checksums; a damaged one is named in one line (on
     ``console``), removed and prepared again (``repaired``). Interrupting (Ctrl-C) or a full
     disk leaves finished entries in place and no half entry: run it again to resume.
-    """
 
     With face cropping (``face_detector``: :func:`~avbench.media.face.default_face_detector`
     when None), a video whose detection passes show a face in less than ``min_face_share``
     of the frames searched (:func:`~avbench.media.face.min_face_share` when None) is a
     ``no-face`` problem, not an entry; changing the share needs no new preparation.
+    """
     started = time.perf_counter()
     cache = cache if cache is not None else PreparedCache()
     result = PrepareResult()
-    keys: dict[str, str] = {}  # video id -> cache key
     if pipeline.face_crop:
         from avbench.media.face import default_face_detector, detector_key
         from avbench.media.face import min_face_share as configured_share
@@ -896,6 +895,7 @@ def prepare(
         result.min_face_share = (configured_share() if min_face_share is None
                                  else float(min_face_share))
     cache.clean_tmp()
+    keys: dict[str, str] = {}  # video id -> cache key
     early: dict[str, MediaProblem] = {}  # video id -> problem found before decoding
     outcome: dict[str, tuple[CacheEntry | None, str, str]] = {}  # key -> (entry, kind, reason)
     pending: dict[str, tuple[Path, str]] = {}  # key -> (path, content hash)
@@ -954,11 +954,11 @@ def prepare(
             result.problems.append(early[vid])
             continue
         entry, kind, reason = outcome[keys[vid]]
-        if entry is not None:
         if pipeline.face_crop and (entry is not None or kind == "no-face"):
             result.face_shares[vid] = entry.face_share if entry is not None else 0.0
             if entry is not None and entry.face_share < (result.min_face_share or 0.0):
                 entry, kind, reason = None, "no-face", _few_faces(entry, result.min_face_share)
+        if entry is not None:
             result.entries[vid] = entry
         else:
             result.problems.append(MediaProblem(vid, kind, reason))
@@ -966,7 +966,6 @@ def prepare(
     return result
 
 
-#: files per process below which starting processes costs more than it saves (a spawned
 def _few_faces(entry: CacheEntry, threshold: Any) -> str:
     return (f"a face in {entry.face_found} of the {entry.face_searched} frames searched "
             f"({entry.face_share:.0%}), under the minimum share {threshold:g} "
@@ -990,6 +989,7 @@ def faces_entry(results: Any) -> dict[str, Any]:
                       for name, (res, shares) in sorted(merged.items())}}
 
 
+#: files per process below which starting processes costs more than it saves (a spawned
 #: process takes about a second to import PyAV and numpy; a 10 s clip decodes in 40 ms)
 FILES_PER_WORKER = 32
 

@@ -146,9 +146,9 @@ class Clip:
     source_width: int = 0
     source_height: int = 0
     capped: bool = False
-
     face_searched: int = 0
     face_found: int = 0
+
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
