@@ -157,8 +157,9 @@ def test_sync_corr_spec_and_config():
         apply_overrides(SyncCorrConfig(), {"target": "phase"})
     info = det.describe()
     assert "synchrony" in info["cue"] and info["outputs"] == ["score"]
-    assert det.state_dict() == {}
-    assert det.fit(None, None, CTX).checkpoint == "none"  # training-free
+    assert det.state_dict() == {"r_neutral": 0.0}  # until fit calibrates it on val
+    off = SyncCorrDetector(SyncCorrConfig(calibrate="off"))
+    assert off.fit(None, None, CTX).checkpoint == "none"  # training-free
 
 
 @pytest.mark.parametrize("target", ["change", "level"])

@@ -39,12 +39,15 @@ one is fake. Since a 16-frame segment is short for +-5 lags, it reads longer seg
 (``frames``, 48 by default = 1.92 s, leaving at least 42 overlapping values at the largest
 lag; 32 and 24 frames separated less on the synthetic benchmark).
 
-Calibration. The detector is not trained, so nothing calibrates its 0.5 threshold. The best
-of 11 lags finds some agreement even between unrelated streams (on the synthetic benchmark
-real clips reach a median r_best of about 0.55, RealVideo-FakeAudio about 0.25), so with
-``r_neutral = 0`` almost every score lies below 0.5 and Acc at 0.5 says little; AUC and AP
-do not depend on the threshold. Raising ``r_neutral`` (e.g. ``--set r_neutral=0.4``) moves
-the threshold without changing any ranking.
+Calibration. The detector learns nothing, but its threshold needs data: the best of 11 lags
+finds some agreement even between unrelated streams (on the synthetic benchmark real clips
+reach a median r_best of about 0.55, RealVideo-FakeAudio about 0.25), so with
+``r_neutral = 0`` almost every score lies below 0.5 and Acc at 0.5 says little. With
+``calibrate = "val"`` (the default) ``fit`` therefore sets ``r_neutral`` to the value that
+maximises the video-level accuracy at 0.5 on the validation split (the middle of the best
+interval; ties go to the value nearest 0), which the run records (``checkpoint.notes`` in
+run.json, and ``state.npz``). The map stays decreasing in r, so AUC and AP do not change;
+only Acc does. ``calibrate = "off"`` keeps the configured ``r_neutral``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from avbench.detector import Detector, DetectorConfig, InputSpec, RunContext, SegmentBatch
+from avbench.detector import (
+    Detector,
+    DetectorConfig,
+    FitInfo,
+    InputSpec,
+    RunContext,
+    SegmentBatch,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -87,6 +97,9 @@ class SyncCorrConfig(DetectorConfig):
     target: Literal["change", "level"] = "change"
     #: the correlation that maps to P(fake) = 0.5 (0: the score is (1 - r) / 2)
     r_neutral: float = 0.0
+    #: ``val``: set r_neutral in ``fit`` for the best accuracy on the validation split;
+    #: ``off``: keep r_neutral as configured
+    calibrate: Literal["val", "off"] = "val"
     #: segments per batch at evaluation
     eval_batch_size: int = 16
 
@@ -200,12 +213,72 @@ def correlation_to_score(r: np.ndarray, r_neutral: float = 0.0) -> np.ndarray:
     return np.clip(np.where(np.isnan(r), NEUTRAL_SCORE, score), 0.0, 1.0)
 
 
+def calibrate_neutral(r: np.ndarray, video: np.ndarray, labels: np.ndarray) -> float:
+    """The ``r_neutral`` that maximises video-level accuracy at 0.5, where a video's score
+    is the mean of its segments' ``correlation_to_score(r, r_neutral)``.
+
+    ``r`` holds one correlation per segment (NaN where undefined), ``video`` each segment's
+    video index into ``labels`` (1 = fake). Candidates are a grid of 399 values over
+    (-1, 1); the answer is the middle of the longest run of best candidates, the one nearest
+    0 among equals.
+    """
+    import numpy as np
+
+    grid = np.linspace(-0.995, 0.995, 399)
+    n = len(labels)
+    counts = np.bincount(video, minlength=n)
+    seen = counts > 0
+    acc = np.empty(len(grid))
+    for i, rn in enumerate(grid):
+        mean = np.bincount(video, weights=correlation_to_score(r, rn), minlength=n)[seen]
+        acc[i] = np.mean((mean / counts[seen] >= 0.5) == (labels[seen] == 1))
+    best = np.flatnonzero(acc == acc.max())
+    runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
+    longest = max(len(run) for run in runs)
+    mids = [float(grid[run[len(run) // 2]]) for run in runs if len(run) == longest]
+    return min(mids, key=lambda m: (abs(m), m))
+
+
 class SyncCorrDetector(Detector):
     """Training-free: P(fake) = (1 - r) / 2, r = best lagged correlation of mouth motion and
-    audio loudness change (see the module docstring for the details and the choices)."""
+    audio loudness change (see the module docstring for the details and the choices); its
+    threshold is calibrated on the validation split unless ``calibrate = "off"``."""
 
     Config: ClassVar[type] = SyncCorrConfig
     trainable: ClassVar[bool] = False
+
+    def __init__(self, config: SyncCorrConfig | None = None) -> None:
+        super().__init__(config)
+        self.r_neutral = float(self.config.r_neutral)
+
+    def fit(self, train: Any, val: Any, ctx: RunContext) -> FitInfo:
+        import numpy as np
+
+        if self.config.calibrate == "off" or len(val) == 0:
+            return FitInfo(checkpoint="none", selection="training-free",
+                           notes={"r_neutral": self.r_neutral, "calibrated": False})
+        index: list[np.ndarray] = []
+        rs: list[np.ndarray] = []
+        for batch in val.iter_batches(self.config.eval_batch_size):
+            index.append(batch.video_index)
+            rs.append(self.correlation(batch)[0])
+        labels = np.array([rec.label for rec in val.records], dtype=np.int64)
+        self.r_neutral = calibrate_neutral(np.concatenate(rs), np.concatenate(index), labels)
+        return FitInfo(checkpoint="none",
+                       selection="training-free; threshold calibrated on val (accuracy)",
+                       notes={"r_neutral": self.r_neutral, "calibrated": True,
+                              "val_videos": len(labels)})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"r_neutral": self.r_neutral}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"r_neutral"}:
+            raise ValueError(f"sync-corr state holds r_neutral only, got {sorted(state)}")
+        value = float(state["r_neutral"])
+        if not -1.0 < value < 1.0:
+            raise ValueError(f"sync-corr state: r_neutral {value} is outside (-1, 1)")
+        self.r_neutral = value
 
     def input_spec(self) -> InputSpec:
         return InputSpec(frames=self.config.frames, size=self.config.size,
@@ -240,15 +313,15 @@ class SyncCorrDetector(Detector):
 
     def predict(self, batch: SegmentBatch, ctx: RunContext) -> dict[str, np.ndarray]:
         r, _ = self.correlation(batch)
-        return {"score": correlation_to_score(r, self.config.r_neutral)}
+        return {"score": correlation_to_score(r, self.r_neutral)}
 
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {
             "cue": "audio-visual synchrony: mouth-region motion energy vs. the audio "
                    "loudness envelope; poor correlation = fake",
-            "score": (("(1 - r_best) / 2" if c.r_neutral == 0 else
-                       f"piecewise linear in r_best, 0.5 at r = {c.r_neutral:g}")
+            "score": (("(1 - r_best) / 2" if self.r_neutral == 0 else
+                       f"piecewise linear in r_best, 0.5 at r = {self.r_neutral:g}")
                       + f", r_best = best Pearson r over lags -{c.max_lag}..+{c.max_lag} "
                       f"frames; {NEUTRAL_SCORE} where undefined"),
             "mouth_region": f"rows {c.mouth_top:.2f}-{c.mouth_bottom:.2f}, "
@@ -258,6 +331,8 @@ class SyncCorrDetector(Detector):
             "audio_series": ("absolute frame-to-frame change of the envelope"
                              if c.target == "change" else "the envelope itself"),
             "segment": f"{c.frames} frames ({c.frames / 25:.2f} s at 25 fps)",
+            "threshold": ("r_neutral calibrated on the validation split (best accuracy)"
+                          if c.calibrate == "val" else f"r_neutral = {c.r_neutral:g} as set"),
             "trainable": False,
             "parameters": 0,
             "outputs": ["score"],
