@@ -155,40 +155,6 @@ def test_cuda_targets_are_judged_from_the_figures():
     assert got["projected 15-epoch intra training"] is False
 
 
-def test_fused_attention_computes_what_open_clip_does():
-    from avbench_avprompt.config import AVPromptConfig
-    from avbench_avprompt.detector import AVPromptDetector
-
-    from avbench.bench.model import stock_attention
-
-    det = AVPromptDetector(AVPromptConfig(backbone="tiny"))
-    vis = det.model.visual
-    x = vis.embed(torch.randn(3, 3, 64, 64))
-    block = vis.tower.transformer.resblocks[0]
-    assert "forward" in block.attn.__dict__  # the fused path is installed
-    xs = [x.detach().clone().requires_grad_(True) for _ in range(2)]
-    fused = block(xs[0])
-    with stock_attention(vis.tower):
-        assert "forward" not in block.attn.__dict__
-        stock = block(xs[1])
-    assert "forward" in block.attn.__dict__
-    torch.testing.assert_close(fused, stock)
-    fused.square().sum().backward()
-    stock.square().sum().backward()
-    torch.testing.assert_close(xs[0].grad, xs[1].grad)
-
-
-def test_batched_log_mel_is_whispers_per_segment():
-    import whisper
-    from avbench_avprompt.config import AVPromptConfig
-    from avbench_avprompt.detector import AVPromptDetector
-
-    det = AVPromptDetector(AVPromptConfig(backbone="tiny", visual_branch=False, cmfm="off"))
-    audio = torch.randn(3, 2560) * torch.tensor([[1e-3], [1.0], [0.1]])
-    want = torch.stack([whisper.log_mel_spectrogram(a) for a in audio])
-    torch.testing.assert_close(det.model.audio.log_mel(audio), want)
-
-
 def test_keep_freed_memory_is_for_the_cpu_only():
     from avbench.engine.evaluate import keep_freed_memory
 
@@ -209,24 +175,6 @@ def test_malloc_tuning_can_be_switched_off_and_needs_no_torch():
         assert out[1] == "False"  # the decoding processes do not pay for a torch import
         if expect_off:
             assert out[0] == "False"
-
-
-@pytest.mark.parametrize("keep", [1, 3])
-def test_prompt_insertion_gives_autograds_gradients_bit_for_bit(keep):
-    from avbench_avprompt.model import _InsertPrompt
-
-    g = torch.Generator().manual_seed(0)
-    for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(4, 10, 8, generator=g, requires_grad=True)
-        prompt = torch.randn(2, 8, generator=g, requires_grad=True)
-        grad = torch.randn(4, 1 + 2 + 10 - keep, 8, generator=g).to(dtype)
-        xd = x.to(dtype)
-        ours = _InsertPrompt.apply(xd, prompt, keep)
-        plain = torch.cat([xd[:, :1], prompt.to(dtype).expand(4, -1, -1), xd[:, keep:]], dim=1)
-        assert torch.equal(ours, plain)
-        for a, b in zip(torch.autograd.grad(ours, (x, prompt), grad),
-                        torch.autograd.grad(plain, (x, prompt), grad), strict=True):
-            assert torch.equal(a, b)
 
 
 def test_per_item_interleaving_alternates_and_pairs_runs():

@@ -153,7 +153,7 @@ class BackboneFloor(nn.Module):
 
     def run_visual(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP's blocks on embedded tokens, then ``ln_post`` of the class token."""
-        from avbench_avprompt.model import _block_at_one_position
+        from avbench_avprompt._fast import block_at_one_position as _block_at_one_position
 
         blocks = self.tower.transformer.resblocks
         for i, block in enumerate(blocks):

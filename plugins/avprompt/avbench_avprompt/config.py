@@ -126,6 +126,12 @@ class AVPromptConfig(TorchConfig):
     files end the run with one line saying how to provide them. Random weights are only ever
     used when asked for (``random``, or ``auto`` with ``tiny``); every run records which
     backbones and weights it used (``describe()["provenance"]``).
+
+    Computation: ``fast`` (on by default) runs the network through the speed paths of
+    ``avbench_avprompt._fast``, which compute what ``model.py``'s plain open_clip and whisper
+    calls compute, with the same parameters and saved state, in less time and memory;
+    ``fast=False`` runs the plain code (outputs agree up to floating-point rounding). The
+    switch is part of the config, so runs with and without it have different config hashes.
     """
 
     batch_size: int = 16
@@ -176,6 +182,12 @@ class AVPromptConfig(TorchConfig):
     #: the first epoch (counting from 1) run at ``lr * lr_decay``.
     lr_decay_epoch: int = 12
     lr_decay: float = 0.1
+
+    # -- computation -------------------------------------------------------------------
+    #: run the network through ``avbench_avprompt._fast``: the functions of ``model.py``
+    #: computed faster (fused attention, the last CLIP layer at the one position read,
+    #: cheaper prompt insertion, batched log-mel); False runs ``model.py``'s plain code.
+    fast: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,6 +4,12 @@ Equation numbers refer to Miao et al., AAAI 2025 ("Multi-modal Deepfake Detectio
 Multi-task Audio-Visual Prompt Learning"). Only the prompts, the audio FC layers, the global
 audio token, the two alignment convolutions and the heads learn; the towers are frozen.
 
+This module is the method as the paper writes it, on plain open_clip and whisper calls: the
+visual prompts (Eq. 6), the audio prompts (Eq. 8), the features (Eqs. 10-11), the alignment
+(Eqs. 12-13) and the heads. The losses (Eqs. 14-16) are in :mod:`avbench_avprompt.losses`
+and :meth:`AVPromptDetector.loss`. With ``fast=True`` (the default) the model runs the same
+functions through the faster code of :mod:`avbench_avprompt._fast`.
+
 Shapes: B segments of T frames; the visual tower has width D_v (768 for ViT-B/32), the audio
 encoder width D_a (512 for Whisper base); N_a = N_t / 2 = 2T audio tokens per segment.
 """
@@ -11,9 +17,7 @@ encoder width D_a (512 for Whisper base); N_a = N_t / 2 = 2T audio tokens per se
 from __future__ import annotations
 
 import math
-import types
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,160 +27,9 @@ from torch import Tensor, nn
 from avbench_avprompt.config import AVPromptConfig
 
 
-def _self_attention(
-    mha: nn.MultiheadAttention,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    key_padding_mask: Tensor | None = None,
-    need_weights: bool = True,
-    attn_mask: Tensor | None = None,
-    average_attn_weights: bool = True,
-    is_causal: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """``nn.MultiheadAttention.forward`` for batch-first self-attention without masks, on
-    contiguous tensors: one packed QKV projection, ``F.scaled_dot_product_attention``, the
-    output projection. The same function (softmax(q k^T / sqrt(d_h)) v per head, same
-    weights); anything else goes to the stock forward.
-
-    Why: with ``batch_first=True`` the stock training path transposes its input to
-    sequence-first and projects the strided tensor, which torch runs as a batched matmul
-    over a broadcast weight, about twice as slow per FLOP as a plain matmul, forward and
-    backward.
-    """
-    if (
-        key is not query
-        or value is not query
-        or key_padding_mask is not None
-        or attn_mask is not None
-        or need_weights
-        or is_causal
-        or query.dim() != 3
-    ):
-        return type(mha).forward(
-            mha,
-            query,
-            key,
-            value,
-            key_padding_mask=key_padding_mask,
-            need_weights=need_weights,
-            attn_mask=attn_mask,
-            average_attn_weights=average_attn_weights,
-            is_causal=is_causal,
-        )
-    n, length, width = query.shape
-    heads = mha.num_heads
-    qkv = F.linear(query, mha.in_proj_weight, mha.in_proj_bias)
-    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    dropout = mha.dropout if mha.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    out = out.transpose(1, 2).reshape(n, length, width)
-    return F.linear(out, mha.out_proj.weight, mha.out_proj.bias), None
-
-
-def use_fused_attention(tower: nn.Module) -> int:
-    """Give every batch-first ``nn.MultiheadAttention`` of ``tower`` (packed projection, no
-    extra key/value biases) the contiguous path of :func:`_self_attention`, as an instance
-    attribute, so blocks are still called as modules (their hooks run) and anything but
-    unmasked self-attention still takes the stock path. Returns how many were changed."""
-    changed = 0
-    for module in tower.modules():
-        if (
-            type(module) is nn.MultiheadAttention
-            and module.batch_first
-            and module._qkv_same_embed_dim
-            and module.in_proj_weight is not None
-            and module.bias_k is None
-            and module.bias_v is None
-            and not module.add_zero_attn
-            and "forward" not in module.__dict__
-        ):
-            module.forward = types.MethodType(_self_attention, module)
-            changed += 1
-    return changed
-
-
-def _prunable(block: nn.Module) -> bool:
-    """Whether :func:`_block_at_one_position` computes exactly what ``block`` computes: an
-    open_clip ``ResidualAttentionBlock`` (pre-norm self-attention, then pre-norm MLP, each
-    with an optional layer scale) whose attention is a packed batch-first
-    ``nn.MultiheadAttention`` without extra biases."""
-    from open_clip.transformer import ResidualAttentionBlock
-
-    mha = getattr(block, "attn", None)
-    return (
-        type(block) is ResidualAttentionBlock
-        and not hasattr(block, "ln_1_kv")
-        and type(mha) is nn.MultiheadAttention
-        and mha.batch_first
-        and mha._qkv_same_embed_dim
-        and mha.in_proj_weight is not None
-        and mha.bias_k is None
-        and not mha.add_zero_attn
-    )
-
-
-def _block_at_one_position(block: nn.Module, x: Tensor, position: int) -> Tensor:
-    """``block(x)[:, position]`` for batch-first x (N, L, D), computing only that output.
-
-    In a transformer block every position's output depends on all positions only through
-    the keys and values of attention; the query, the attention output, the output
-    projection, the residuals and the MLP are per position. So the output at one position
-    needs the key/value projection of the whole sequence and everything else for that
-    position alone. For the last CLIP layer, whose only output read is position 1 (Eq. 10),
-    this skips the query projection, output projection and MLP of the other L - 1 positions:
-    about a tenth of the tower's work at ViT-B/32 size, forward and backward.
-    """
-    mha = block.attn
-    n, length, width = x.shape
-    heads = mha.num_heads
-    h = block.ln_1(x)
-    w, b = mha.in_proj_weight, mha.in_proj_bias
-    q = F.linear(h[:, position : position + 1], w[:width], None if b is None else b[:width])
-    kv = F.linear(h, w[width:], None if b is None else b[width:])
-    k, v = kv.view(n, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    q = q.view(n, 1, heads, width // heads).transpose(1, 2)
-    dropout = mha.dropout if mha.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    out = F.linear(out.transpose(1, 2).reshape(n, 1, width), mha.out_proj.weight, mha.out_proj.bias)
-    y = x[:, position : position + 1] + block.ls_1(out)
-    y = y + block.ls_2(block.mlp(block.ln_2(y)))
-    return y[:, 0]
-
-
 def classification_head(in_dim: int, hidden: int) -> nn.Sequential:
     """Two linear layers with a ReLU, giving real/fake logits (the paper's three heads)."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
-
-
-class _InsertPrompt(torch.autograd.Function):
-    """``cat([x[:, :1], prompt, x[:, keep:]], dim=1)`` with the prompt (n, D) shared by every
-    row of the batch: the sequence fed to a CLIP layer (Eq. 6).
-
-    The forward is that concatenation. The backward gives the same gradients as autograd
-    through the slices and the expand, but writes the gradient of ``x`` in one copy instead
-    of two zero-filled full-size buffers, two copies and a sum, once per layer.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, prompt: Tensor, keep: int) -> Tensor:
-        ctx.n, ctx.keep = prompt.shape[0], keep
-        expanded = prompt.to(x.dtype).expand(x.shape[0], -1, -1)
-        return torch.cat([x[:, :1], expanded, x[:, keep:]], dim=1)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        n, keep = ctx.n, ctx.keep
-        grad_x = grad_prompt = None
-        if ctx.needs_input_grad[0]:
-            parts = [grad[:, :1]]
-            if keep > 1:  # positions the layer dropped get no gradient
-                parts.append(grad.new_zeros(grad.shape[0], keep - 1, grad.shape[2]))
-            parts.append(grad[:, 1 + n :])
-            grad_x = torch.cat(parts, dim=1)
-        if ctx.needs_input_grad[1]:
-            grad_prompt = grad[:, 1 : 1 + n].sum(dim=0)
-        return grad_x, grad_prompt, None
 
 
 class SequentialVisualPrompts(nn.Module):
@@ -205,12 +58,6 @@ class SequentialVisualPrompts(nn.Module):
         # open_clip 3.x runs its blocks batch-first, (N, L, D) (``transformer.batch_first``);
         # older releases ran them sequence-first, (L, N, D).
         self.batch_first = getattr(tower.transformer, "batch_first", False)
-        if self.batch_first:
-            use_fused_attention(tower)
-        # the last layer computes its output at position 1 only (the same numbers; see
-        # _block_at_one_position); off for blocks of another shape
-        blocks = tower.transformer.resblocks
-        self.prune_last = self.batch_first and len(blocks) > 0 and _prunable(blocks[-1])
         patch = tower.conv1.kernel_size[0]
         # P_v^1..L, initialised as in VPT (Jia et al. 2022): uniform, Xavier-style.
         bound = math.sqrt(6.0 / float(3 * patch * patch + self.width))
@@ -229,21 +76,27 @@ class SequentialVisualPrompts(nn.Module):
         x = torch.cat([cls, x], dim=1) + t.positional_embedding.to(x.dtype)
         return t.ln_pre(x)
 
+    def kept_from(self, layer: int) -> int:
+        """The first position of the previous layer's output kept before ``layer`` (counting
+        from 0): 1 (every earlier prompt and the patches, Eq. 6), or, for VPT-deep, 1 + n_vpt
+        (the previous layer's prompt outputs dropped)."""
+        return 1 if self.mode == "sequential" or layer == 0 else 1 + self.n_vpt
+
+    def insert_prompts(self, x: Tensor, layer: int) -> Tensor:
+        """The input of CLIP layer ``layer``: [z^{l-1,0}, P_v^l, z^{l-1,1...}] (Eq. 6)."""
+        prompt = self.prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, :1], prompt, x[:, self.kept_from(layer) :]], dim=1)
+
+    def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
+        """One frozen CLIP layer L_v^l on batch-first tokens (N_img, length, D_v)."""
+        return block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
     def forward(self, images: Tensor) -> Tensor:
         """Normalised images (N_img, 3, H, W) -> frame features z_{v,t}^{L,1} (N_img, D_v)."""
         x = self.embed(images)
-        n = self.n_vpt
-        blocks = self.tower.transformer.resblocks
-        for layer, block in enumerate(blocks):
-            # Eq. 6: keep every earlier prompt and the patches; VPT-deep drops the previous
-            # layer's prompt outputs
-            keep = 1 if self.mode == "sequential" or layer == 0 else 1 + n
-            x = _InsertPrompt.apply(x, self.prompts[layer], keep)  # [x_0, P^l, x_keep...]
-            if layer == len(blocks) - 1 and self.prune_last:
-                # only position 1 of the last layer is read: compute that output alone
-                return self.tower.ln_post(_block_at_one_position(block, x, 1))
-            x = block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
-        return self.tower.ln_post(x[:, 1])
+        for layer, block in enumerate(self.tower.transformer.resblocks):
+            x = self.run_block(block, self.insert_prompts(x, layer))  # Eq. 6
+        return self.tower.ln_post(x[:, 1])  # Eq. 10: the output at position 1
 
 
 class ShortTimeAudioPrompts(nn.Module):
@@ -276,7 +129,6 @@ class ShortTimeAudioPrompts(nn.Module):
         self.fc = nn.ModuleList(
             nn.Linear(prompt_dim + self.width, self.width, device=device) for _ in range(layers)
         )
-        self._mel_cache: dict[Any, tuple[Tensor, Tensor]] = {}
         with torch.no_grad():
             # Our choice (the paper is silent): FC_l starts as the identity on the audio
             # tokens, so training starts from the frozen encoder's own features; the prompt
@@ -285,36 +137,19 @@ class ShortTimeAudioPrompts(nn.Module):
                 fc.weight[:, prompt_dim:].copy_(torch.eye(self.width, device=device))
                 fc.bias.zero_()
 
-    def _mel_constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """whisper's Hann window and mel filterbank on ``device``, made once per device."""
-        got = self._mel_cache.get(device)
-        if got is None:
-            from whisper.audio import N_FFT, mel_filters
-
-            window = torch.hann_window(N_FFT, device=device)
-            got = self._mel_cache[device] = (window, mel_filters(device, self.n_mels))
-        return got
-
     def log_mel(self, audio: Tensor) -> Tensor:
         """Waveforms (B, S) at 16 kHz -> whisper log-mel spectrograms (B, n_mels, S / 160).
 
-        The computation of ``whisper.log_mel_spectrogram`` (Hann-windowed STFT of 400 samples
-        every 160, power, whisper's mel filterbank, log10 clamped at 1e-10, then at 8 below
-        the maximum, then (x + 4) / 4), run on the whole batch at once. whisper takes that
-        maximum over its whole input, so here it is taken per segment: the clamp never mixes
-        segments, exactly as calling whisper on each segment alone.
+        ``whisper.log_mel_spectrogram`` of each segment on its own, in fp32: whisper clamps the
+        log-mel at 8 below the maximum of its whole input, so one call on the batch would let
+        a loud segment change a quiet one's spectrogram.
         """
-        from whisper.audio import HOP_LENGTH, N_FFT
+        import whisper
 
         with torch.autocast(device_type=audio.device.type, enabled=False):
-            audio = audio.float()
-            window, filters = self._mel_constants(audio.device)
-            stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, return_complex=True)
-            power = stft[..., :-1].abs() ** 2  # (B, 1 + N_FFT / 2, frames)
-            log_spec = torch.clamp(filters @ power, min=1e-10).log10()
-            peak = log_spec.amax(dim=(-2, -1), keepdim=True)
-            log_spec = torch.maximum(log_spec, peak - 8.0)
-            return (log_spec + 4.0) / 4.0
+            return torch.stack(
+                [whisper.log_mel_spectrogram(a, n_mels=self.n_mels) for a in audio.float()]
+            )
 
     def forward(self, audio: Tensor) -> Tensor:
         """Waveforms (B, S) -> f_a (B, N_a, D_a)."""
@@ -336,7 +171,7 @@ class ShortTimeAudioPrompts(nn.Module):
             prompt = self.prompts[layer].to(x.dtype).expand(batch, -1, -1)
             tokens = self.fc[layer](torch.cat([prompt, x], dim=-1))  # FC_l(cat(P_a^l, z))
             x = block(torch.cat([glob, tokens], dim=1))  # Eq. 8
-        return enc.ln_post(x)[:, 1:]
+        return enc.ln_post(x)[:, 1:]  # Eq. 11: the N_a tokens, the global token left out
 
 
 @dataclass
@@ -359,7 +194,8 @@ class AVPromptModel(nn.Module):
     (B, T x 640). The visual branch sees each frame on its own (B x T images); the audio branch
     the segment's whole waveform. ``conv_v`` (kernel = stride = 1) and ``conv_a`` (kernel =
     stride = N_a / T = 2) bring both to T steps of width D_f (Eqs. 12-13); their concatenation,
-    averaged over time, feeds the fusion head.
+    averaged over time, feeds the fusion head. ``config.fast`` picks the subclasses of
+    :mod:`avbench_avprompt._fast` for the two prompt modules (same parameters, same functions).
     """
 
     def __init__(
@@ -370,6 +206,11 @@ class AVPromptModel(nn.Module):
     ):
         super().__init__()
         c = config
+        visual_prompts, audio_prompts = SequentialVisualPrompts, ShortTimeAudioPrompts
+        if c.fast:  # the same functions, computed faster
+            from avbench_avprompt._fast import FastAudioPrompts, FastVisualPrompts
+
+            visual_prompts, audio_prompts = FastVisualPrompts, FastAudioPrompts
         self.visual: SequentialVisualPrompts | None = None
         self.audio: ShortTimeAudioPrompts | None = None
         self.head_v = self.head_a = self.head_f = None
@@ -377,7 +218,7 @@ class AVPromptModel(nn.Module):
         if c.visual_branch:
             if visual_tower is None:
                 raise ValueError("visual_branch needs a visual tower")
-            self.visual = SequentialVisualPrompts(visual_tower, c.n_vpt, c.vpt)
+            self.visual = visual_prompts(visual_tower, c.n_vpt, c.vpt)
             if c.loss_v:
                 self.head_v = classification_head(self.visual.width, c.head_hidden)
             self.image_size = tuple(visual_tower.image_size)  # (H, W) the tower was built for
@@ -388,7 +229,7 @@ class AVPromptModel(nn.Module):
         if c.audio_branch:
             if audio_encoder is None:
                 raise ValueError("audio_branch needs an audio encoder")
-            self.audio = ShortTimeAudioPrompts(audio_encoder, c.audio_tokens, c.prompt_dim)
+            self.audio = audio_prompts(audio_encoder, c.audio_tokens, c.prompt_dim)
             if c.loss_a:
                 self.head_a = classification_head(self.audio.width, c.head_hidden)
         if self.visual is not None and self.audio is not None:
