@@ -457,6 +457,47 @@ def test_sync_corr_separates_rvfa_on_the_synthetic_benchmark(synthetic_media):
     assert auc_vs_real(data, scores, "RVFA") > 0.8  # 0.93 at scale 1, seed 0
 
 
+@pytest.mark.slow
+def test_sync_corr_threshold_calibrated_on_val_makes_acc_meaningful(synthetic_media):
+    keep = ("real", "RVFA")
+    raw = SyncCorrDetector(SyncCorrConfig(size=SIZE, calibrate="off"))
+    det = SyncCorrDetector(SyncCorrConfig(size=SIZE))
+    spec = det.input_spec()
+    val = video_set(synthetic_media, spec, lambda r: r.group != TEST_GROUP and r.category in keep)
+    test = video_set(synthetic_media, spec, lambda r: r.group == TEST_GROUP and r.category in keep)
+    assert raw.fit(val, val, CTX).notes == {"r_neutral": 0.0, "calibrated": False}
+    info = det.fit(val, val, CTX)
+    assert info.notes["calibrated"] and 0.05 < info.notes["r_neutral"] < 0.9
+    y = np.array([r.label for r in test.records])
+
+    def acc(d):
+        return float(np.mean((video_scores(d, test) >= 0.5) == y))
+
+    assert acc(det) > max(acc(raw), 0.7)
+    # the ranking, and so AUC, is the threshold's business no more
+    assert roc_auc_score(y, video_scores(det, test)) == pytest.approx(
+        roc_auc_score(y, video_scores(raw, test)), abs=1e-9)
+    # the state carries the threshold
+    again = SyncCorrDetector(SyncCorrConfig(size=SIZE))
+    again.load_state_dict(det.state_dict())
+    assert np.array_equal(video_scores(again, test), video_scores(det, test))
+
+
+def test_calibrate_neutral_finds_the_threshold_between_the_classes():
+    from avbench.baselines.sync_corr import calibrate_neutral, correlation_to_score
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 20)
+    video = np.repeat(np.arange(40), 3)  # three segments per video
+    r = np.where(labels[video] == 0, 0.6, 0.2) + rng.normal(0, 0.03, 120)
+    rn = calibrate_neutral(r, video, labels)
+    assert 0.3 < rn < 0.5
+    score = np.bincount(video, weights=correlation_to_score(r, rn)) / 3
+    assert np.array_equal(score >= 0.5, labels == 1)
+    with pytest.raises(ValueError, match="r_neutral only"):
+        SyncCorrDetector().load_state_dict({"w": 1})
+
+
 def test_mfcc_logreg_separates_fake_audio_not_fvra_on_the_synthetic_benchmark(synthetic_media):
     det = MfccLogRegDetector()
     spec = det.input_spec()
