@@ -21,23 +21,26 @@ def _indexes(data_items: list[str], plugins: Any) -> dict[str, Any]:
     return {name: resolve_dataset(name, value, plugins.datasets) for name, value in items.items()}
 
 
-def _probe(path: str, face_crop: bool) -> tuple[str, str] | None:
-    """Decode one file fully; (kind, reason) when it cannot be decoded."""
+def _probe(path: str, face_crop: bool,
+           detector: Any = None) -> tuple[str, str, tuple[int, int] | None]:
+    """Decode one file fully: (kind, reason) of why it cannot be decoded (both empty when it
+    can) and, with face cropping, (frames that showed a face, frames searched)."""
     from avbench.allocator import keep_freed_memory
     from avbench.errors import BadMediaError
     from avbench.media.decode import Pipeline, decode
 
     keep_freed_memory()  # as avbench data prepare: frame buffers reuse freed memory
     try:
-        decode(Path(path), Pipeline(size=64, face_crop=face_crop))
+        clip = decode(Path(path), Pipeline(size=64, face_crop=face_crop), face_detector=detector)
     except BadMediaError as e:
-        return e.kind, e.reason
-    return None
+        return e.kind, e.reason, ((0, 0) if face_crop and e.kind == "no-face" else None)
+    return "", "", (clip.face_found, clip.face_searched) if face_crop else None
 
 
 def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, console: Any) -> int:
-    """Counts per type, method, group and label; every index problem; every unreadable file.
-    Exit code 1 when a file cannot be decoded."""
+    """Counts per type, method, group and label; every index problem; every unreadable file;
+    for face-cropped datasets, the share of frames with a face (per dataset, worst videos).
+    Exit code 1 when a file cannot be decoded or shows too few faces (``no-face``)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -71,38 +74,73 @@ def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, co
 
 def _decode_all(name: str, idx: Any, workers: int, console: Any) -> int:
     """Decode every indexed file (in ``workers`` processes, or this one for 0), print the
-    ones that cannot be decoded; return how many."""
+    ones that cannot be decoded or show a face in too few frames, and the face summary;
+    return how many are bad."""
     from avbench.detector import RunContext
     from avbench.engine.progress import Progress
+    from avbench.media import face
 
     recs = idx.records
     paths = [str(idx.root / r.id) for r in recs]
+    detector = face.default_face_detector() if idx.face_crop else None
+    threshold = face.min_face_share() if idx.face_crop else 0.0
     bad: list[tuple[str, str, str]] = []
+    shares: dict[str, float] = {}
     ctx = RunContext(console=console)
     with (Progress(ctx, total=len(paths), desc=f"decoding {name}", unit="video") as bar,
           contextlib.ExitStack() as stack):
+        args = (paths, [idx.face_crop] * len(paths), [detector] * len(paths))
         if workers > 0:
             pool = stack.enter_context(ProcessPoolExecutor(workers))
-            results = pool.map(_probe, paths, [idx.face_crop] * len(paths), chunksize=4)
+            results = pool.map(_probe, *args, chunksize=4)
         else:
-            results = (_probe(p, idx.face_crop) for p in paths)
-        for r, res in zip(recs, results, strict=True):
-            if res is not None:
-                bad.append((r.id, *res))
+            results = map(_probe, *args)
+        for r, (kind, reason, faces) in zip(recs, results, strict=True):
+            if faces is not None:
+                shares[r.id] = faces[0] / faces[1] if faces[1] else 0.0
+                if not kind and shares[r.id] < threshold:
+                    kind, reason = "no-face", face.few_faces_reason(*faces, threshold)
+            if kind:
+                bad.append((r.id, kind, reason))
             bar.advance(1)
     if bad:
-        console.print(f"[bold red]{len(bad)} of {len(paths)} file(s) cannot be decoded[/] "
+        why = " or show too few faces" if idx.face_crop else ""
+        console.print(f"[bold red]{len(bad)} of {len(paths)} file(s) cannot be decoded{why}[/] "
                       f"({', '.join(f'{k}: {v}' for k, v in Counter(b[1] for b in bad).items())})")
         for vid, kind, reason in bad:
             console.print(f"  {vid}: {kind}: {reason}")
     else:
         console.print(f"all {len(paths)} file(s) decode")
+    if idx.face_crop:
+        print_faces(console, face.face_summary(shares, threshold=threshold,
+                                               detector=face.detector_key(detector)))
     return len(bad)
+
+
+def print_faces(console: Any, summary: dict[str, Any]) -> None:
+    """One dataset's :func:`avbench.media.face.face_summary`: a line and the worst videos."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    n = summary["videos"]
+    if not n:
+        return
+    console.print(
+        f"faces ({escape(summary['detector'])}): over {n} video(s) a face in "
+        f"{summary['mean_share']:.1%} of the searched frames on average (median "
+        f"{summary['median_share']:.1%}); {summary['no_face']} under the minimum share "
+        f"{summary['min_share']:g} are no-face ({summary['without_any_face']} without any face)")
+    t = Table(title="fewest faces", title_justify="left")
+    t.add_column("video")
+    t.add_column("share of frames with a face", justify="right")
+    for row in summary["worst"]:
+        t.add_row(escape(row["id"]), f"{row['share']:.1%}")
+    console.print(t)
 
 
 def prepare_cmd(data_items: list[str], *, size: int, max_seconds: float | None, workers: int,
                 cache_dir: Path | None, timing: bool, plugins: Any, console: Any) -> int:
-    from avbench.media.cache import PreparedCache, prepare
+    from avbench.media.cache import PreparedCache, faces_entry, prepare
     from avbench.media.decode import Pipeline
 
     cache = PreparedCache(cache_dir)
@@ -119,6 +157,8 @@ def prepare_cmd(data_items: list[str], *, size: int, max_seconds: float | None, 
             console.print(f"[bold red]{len(res.problems)} video(s) could not be prepared:[/]")
             for p in res.problems:
                 console.print(f"  {p.id}: {p.kind}: {p.reason}")
+        for faces in faces_entry([(name, res)]).get("faces", {}).values():
+            print_faces(console, faces)
         if timing and res.entries:
             _timing(idx, res, cache, pipeline, console)
     return code

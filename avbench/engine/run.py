@@ -403,7 +403,7 @@ def _prepare_media(opts: RunOptions, splits: dict[str, Any], indexes: dict[str, 
     entries)}``. Videos that cannot be decoded are skipped and listed in
     ``record.skipped_media`` (``--on-bad-media fail``: a BadMediaError instead); each split's
     ``n_used`` is recorded."""
-    from avbench.media.cache import prepare
+    from avbench.media.cache import faces_entry, prepare
     from avbench.media.videoset import pipeline_for_spec
 
     prepared = {}
@@ -423,6 +423,7 @@ def _prepare_media(opts: RunOptions, splits: dict[str, Any], indexes: dict[str, 
         for p in res.problems:
             skipped.append({"split": name, "id": p.id, "kind": p.kind, "reason": p.reason})
         prepared[name] = res
+    record.media.update(faces_entry((splits[n].dataset, r) for n, r in prepared.items()))
     kinds = dict(sorted(Counter(s["kind"] for s in skipped).items()))
     if skipped:
         summary = ", ".join(f"{k}: {v}" for k, v in kinds.items())

@@ -967,9 +967,9 @@ def prepare(
 
 
 def _few_faces(entry: CacheEntry, threshold: Any) -> str:
-    return (f"a face in {entry.face_found} of the {entry.face_searched} frames searched "
-            f"({entry.face_share:.0%}), under the minimum share {threshold:g} "
-            "(AVBENCH_MIN_FACE_SHARE)")
+    from avbench.media.face import few_faces_reason
+
+    return few_faces_reason(entry.face_found, entry.face_searched, float(threshold))
 
 
 def faces_entry(results: Any) -> dict[str, Any]:

@@ -435,6 +435,13 @@ def _square(frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
     return out
 
 
+def few_faces_reason(found: int, searched: int, threshold: float) -> str:
+    """Why a video with a face in ``found`` of ``searched`` frames is ``no-face``."""
+    share = found / searched if searched else 0.0
+    return (f"a face in {found} of the {searched} frames searched ({share:.0%}), under the "
+            f"minimum share {threshold:g} ({MIN_SHARE_ENV})")
+
+
 def face_summary(shares: Mapping[str, float], *, threshold: float, detector: str,
                  worst: int = 10) -> dict[str, Any]:
     """What ``data check`` prints and run.json records of one dataset's face detection:
