@@ -40,8 +40,7 @@ class DetectorInfo:
 
     ``defaults`` are config overrides applied before the user's ``--set`` (this is how the
     ablation variants share one class). ``modality`` is "AV", "V" or "A" (Table 3's column).
-    ``tables`` carries the rows a detector stands for in the paper's ablation tables, e.g.
-    ``{"table4": {"audio": True, "visual": True, "cmfm": False}, "table5": "w/o L_a"}``.
+    Which table rows a detector fills is said by the table files (``rows``), not here.
     """
 
     name: str
@@ -49,7 +48,6 @@ class DetectorInfo:
     description: str = ""
     modality: str = "AV"
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    tables: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
 
     def load(self) -> type:
@@ -85,7 +83,6 @@ class DetectorInfo:
             "description": self.description,
             "modality": self.modality,
             "defaults": dict(self.defaults),
-            "tables": dict(self.tables),
             "plugin": self.plugin,
         }
 
@@ -139,7 +136,7 @@ class _Register:
 
 
 class DetectorRegister(_Register):
-    """``register(name, factory, description=..., modality=..., defaults=..., tables=...)``."""
+    """``register(name, factory, description=..., modality=..., defaults=...)``."""
 
     kind = "detector"
 
@@ -151,7 +148,6 @@ class DetectorRegister(_Register):
         description: str = "",
         modality: str = "AV",
         defaults: Mapping[str, Any] | None = None,
-        tables: Mapping[str, Any] | None = None,
     ) -> None:
         if modality not in ("AV", "A", "V"):
             raise PluginError(f"detector {name!r}: modality must be AV, A or V, not {modality!r}")
@@ -163,7 +159,6 @@ class DetectorRegister(_Register):
                 description=description,
                 modality=modality,
                 defaults=dict(defaults or {}),
-                tables=dict(tables or {}),
                 plugin=self.current_plugin,
             ),
         )

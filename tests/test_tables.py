@@ -42,8 +42,8 @@ from avbench.tables.build import registered_protocols
 FOLDS = ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")  # cross-manip's, as in the paper
 FV_FOLDS = FOLDS[1:]
 
-ALL = {"audio": True, "visual": True, "cmfm": True}
-VIS = {"audio": False, "visual": True, "cmfm": False}
+# detectors that protocols/tables/table4.toml and table5.toml name, with their modality
+ABLATIONS = {"avprompt": "AV", "avprompt-visual-only": "V", "avprompt-no-la": "AV"}
 _IDS = itertools.count()
 
 
@@ -81,7 +81,7 @@ def split_record(scores: pd.DataFrame) -> dict:
 def write_run(root: Path, detector: str, protocol: str, fold: str | None = None, *,
               scores: pd.DataFrame, version: str | None = None, status: str = "complete",
               finished: str = "2025-01-01T00:00:00Z", modality: str = "AV",
-              tables: dict | None = None, run_id: str | None = None, seed: int = 0) -> Path:
+              run_id: str | None = None, seed: int = 0) -> Path:
     """A run folder as ``avbench run`` writes it (the fields a table checks), of the
     protocol registered now (``version`` other than its own makes it a run of another
     protocol file)."""
@@ -91,7 +91,7 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
     RunRecord(
         run_id=run_id, status=status, created=finished,
         finished=finished if status == "complete" else None,
-        detector_info={"name": detector, "modality": modality, "tables": tables or {}},
+        detector_info={"name": detector, "modality": modality},
         protocol_info={"name": protocol, "version": version or registered.version,
                        "fold": fold, "file_hash": registered.file_hash},
         splits={"test": split_record(scores)}, seed=seed, n_test_videos=len(scores),
@@ -105,21 +105,25 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
 
 @pytest.fixture(scope="module")
 def base_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """Two detectors on every protocol (every cross-manip fold), one more on intra only."""
+    """Two detectors on every protocol (every cross-manip fold), one more on intra only, and
+    three that Tables 4 and 5 name on intra and cross-dataset."""
     root = tmp_path_factory.mktemp("base") / "results"
     frames: dict = {}
-    specs = {"alpha": ("AV", {"table4": ALL, "table5": "Ours"}),
-             "beta": ("V", {"table4": VIS, "table5": "w/o L_a"})}
     seed = 1
-    for det, (modality, tables) in specs.items():
+    for det, modality in (("alpha", "AV"), ("beta", "V")):
         for protocol, folds in (("intra", [None]), ("cross-dataset", [None]),
                                 ("cross-manip", list(FOLDS))):
             for fold in folds:
                 seed += 1
                 df = make_scores(seed)
                 frames[(det, protocol, fold or "all")] = df
-                write_run(root, det, protocol, fold, scores=df, modality=modality,
-                          tables=tables)
+                write_run(root, det, protocol, fold, scores=df, modality=modality)
+    for det, modality in ABLATIONS.items():
+        for protocol in ("intra", "cross-dataset"):
+            seed += 1
+            df = make_scores(seed)
+            frames[(det, protocol, "all")] = df
+            write_run(root, det, protocol, scores=df, modality=modality)
     df = make_scores(99, sep=0.1)
     frames[("gamma", "intra", "all")] = df
     write_run(root, "gamma", "intra", scores=df)
@@ -182,7 +186,8 @@ def test_every_table_renders_in_every_format(base_results, number, fmt) -> None:
     else:
         assert isinstance(out, str)
         text = out
-    assert "alpha" in text and "reported" in text and "computed" in text
+    assert ("alpha" if number <= 3 else "avprompt") in text
+    assert "reported" in text and "computed" in text
     assert ("gamma" in text) == (number == 1)
     if fmt == "latex":
         assert r"\toprule" in text and r"\bottomrule" in text
@@ -211,14 +216,14 @@ def test_values_equal_sklearn(base_results) -> None:
     assert row_of(t3, "alpha").text["Modality"] == "AV"
     t4 = build_table(4, runs)
     for m in ("acc", "auc", "acc_v", "auc_v", "acc_a", "auc_a"):
-        assert row_of(t4, "alpha").cells[f"FakeAVCeleb.{m}"].value == pytest.approx(
-            sk(frames[("alpha", "intra", "all")], m), abs=1e-7)
+        assert row_of(t4, "avprompt").cells[f"FakeAVCeleb.{m}"].value == pytest.approx(
+            sk(frames[("avprompt", "intra", "all")], m), abs=1e-7)
     for m in ("acc", "auc"):
-        assert row_of(t4, "alpha").cells[f"KoDF.{m}"].value == pytest.approx(
-            sk(frames[("alpha", "cross-dataset", "all")], m), abs=1e-7)
+        assert row_of(t4, "avprompt").cells[f"KoDF.{m}"].value == pytest.approx(
+            sk(frames[("avprompt", "cross-dataset", "all")], m), abs=1e-7)
     t5 = build_table(5, runs)
-    assert row_of(t5, "beta").cells["KoDF.auc"].value == pytest.approx(
-        sk(frames[("beta", "cross-dataset", "all")], "auc"), abs=1e-7)
+    assert row_of(t5, "avprompt-no-la").cells["KoDF.auc"].value == pytest.approx(
+        sk(frames[("avprompt-no-la", "cross-dataset", "all")], "auc"), abs=1e-7)
     # the DataFrame carries the same numbers
     df = t1.frame()
     alpha = df[df[("Method", "")] == "alpha"]
@@ -235,24 +240,22 @@ def test_stale_metrics_json_is_ignored(base_results) -> None:
     assert "12.35" not in md
 
 
-def test_ablation_rows_come_from_tables_metadata(results) -> None:
-    root, _ = results
+def test_ablation_rows_are_the_detectors_the_table_files_name(base_results) -> None:
+    root, _ = base_results
     runs = collect(root)
     t4 = build_table(4, runs)
-    assert {r.detector for r in t4.rows if r.detector} == {"alpha", "beta"}
-    beta = row_of(t4, "beta")
-    assert (beta.text["Audio Branch"], beta.text["Visual Branch"], beta.text["L_CMFM"]) == (
+    # alpha and beta have runs of both protocols, but no table file names them
+    assert [r.detector for r in t4.rows if r.detector] == ["avprompt-visual-only", "avprompt"]
+    vis = row_of(t4, "avprompt-visual-only")
+    assert (vis.text["Audio Branch"], vis.text["Visual Branch"], vis.text["L_CMFM"]) == (
         False, True, False)
     t5 = build_table(5, runs)
-    assert row_of(t5, "beta").text["Variant"] == "w/o L_a"
-    assert row_of(t5, "alpha").text["Variant"] == "Ours"
+    assert [r.detector for r in t5.rows if r.detector] == ["avprompt", "avprompt-no-la"]
+    assert row_of(t5, "avprompt-no-la").text["Variant"] == "w/o L_a"
+    assert row_of(t5, "avprompt").text["Variant"] == "Ours"
     rows = list(csv.DictReader(io.StringIO(render(t4, "csv"))))
-    # a newer run without tables metadata does not drop the detector from the ablation tables
-    write_run(root, "alpha", "intra", scores=make_scores(77), finished="2025-09-01T00:00:00Z")
-    assert row_of(build_table(4, collect(root)), "alpha").text["L_CMFM"] is True
-    alpha = next(r for r in rows if r["Method"] == "alpha")
-    assert (alpha["Audio Branch"], alpha["L_CMFM"], alpha["Source"]) == ("true", "true",
-                                                                         "computed")
+    full = next(r for r in rows if r["Method"] == "avprompt" and r["Source"] == "computed")
+    assert (full["Audio Branch"], full["L_CMFM"]) == ("true", "true")
 
 
 def test_avg_fv_is_the_mean_of_the_fv_folds(base_results, tmp_path) -> None:
@@ -480,7 +483,7 @@ def test_run_json_fields_read(tmp_path) -> None:
     info = {
         "schema": SCHEMA_VERSION,
         "status": "complete",
-        "detector": {"name": "mini", "modality": "AV", "tables": {"table5": "Ours"}},
+        "detector": {"name": "mini", "modality": "AV"},
         "protocol": {"name": "intra", "version": intra.version, "fold": None,
                      "file_hash": intra.file_hash},
         "splits": {"test": split_record(scores)},
@@ -490,8 +493,8 @@ def test_run_json_fields_read(tmp_path) -> None:
     identity = RunRecord(detector_info=info["detector"], protocol_info=info["protocol"]).identity
     (path / "run.json").write_text(json.dumps({**info, "identity": identity.to_dict()}))
     write_scores(path / "scores.csv", scores)
-    t = build_table(5, collect(root), published=False)
-    assert row_of(t, "mini").text["Variant"] == "Ours"
+    t = build_table(1, collect(root), published=False)
+    assert row_of(t, "mini").cells["auc"].value == pytest.approx(sk(scores, "auc"))
 
 
 def test_a_plugin_adds_a_protocol_and_its_table_without_touching_the_core(tmp_path) -> None:

@@ -231,20 +231,15 @@ class _Pool:
 
     def detector_info(self, detector: str) -> dict[str, Any]:
         """``run.json``'s ``detector`` object merged over the detector's runs, oldest first, so
-        the most recent run wins per field (and per ``tables`` entry), while a run that lacks
-        a field does not erase it."""
+        the most recent run wins per field, while a run that lacks a field does not erase
+        it."""
         runs = [r for (d, _, _), rs in self.groups.items() if d == detector for r in rs]
         runs.sort(key=_recency)
         merged: dict[str, Any] = {}
-        tables: dict[str, Any] = {}
         for r in runs:
             info = r.detector_info
-            if not isinstance(info, dict):
-                continue
-            merged.update({k: v for k, v in info.items() if v not in (None, "")})
-            if isinstance(info.get("tables"), dict):
-                tables.update(info["tables"])
-        merged["tables"] = tables
+            if isinstance(info, dict):
+                merged.update({k: v for k, v in info.items() if v not in (None, "")})
         return merged
 
     def evaluate(self, key: tuple[str, str, str]) -> list[_Evaluated]:
@@ -368,11 +363,8 @@ def _row_text(spec: TableSpec, det: str, info: dict[str, Any]) -> tuple[tuple, d
     text.update({col: str(info.get(key, "")) for col, key in spec.detector_text.items()})
     if spec.rows is None:
         return (det,), text
-    recorded = info.get("tables") if isinstance(info.get("tables"), dict) else {}
-    for i, (match, extra) in enumerate(spec.rows):
-        named = match.get("detector") == det
-        rec = match.get("recorded") or {}
-        if named or (rec and all(recorded.get(k) == v for k, v in rec.items())):
+    for i, (name, extra) in enumerate(spec.rows):
+        if name == det:
             return (i, det), {**text, **extra}
     return None
 

@@ -6,8 +6,8 @@ so a new protocol brings its own table without editing the core. A file gives ``
 ``title``, ``text`` (text columns), ``groups`` (a protocol, its metrics, one group per fold
 with ``per_fold``; the fold names are read from the protocol), optional ``averages`` (the
 mean over a protocol's folds whose name starts with ``fold_prefix``), optional ``rows`` (only
-these rows, in this order, with their text; a row matches the detector named ``detector``,
-or any detector whose run records ``recorded = {key = value}`` in its ``tables`` metadata), ``published`` (a table of
+these rows, in this order: each names its ``detector`` and gives its ``text``),
+``published`` (a table of
 ``avbench/data/published.toml``), ``published_text`` and ``detector_text``. The first file
 registered for a number wins.
 """
@@ -50,7 +50,7 @@ class TableSpec:
     text: list[str]
     columns: list[Column]
     averages: list[Average] = field(default_factory=list)
-    rows: list[tuple[dict[str, Any], dict[str, Any]]] | None = None
+    rows: list[tuple[str, dict[str, Any]]] | None = None
     decimals: int = 1
     check_columns: tuple[str, ...] = ()
     published: str | None = None
@@ -94,7 +94,12 @@ def load_table_spec(path: Path, protocols: Mapping[str, Any]) -> TableSpec:
                         for m in a["metrics"]]
         rows = None
         if "rows" in d:
-            rows = [(r, dict(r.get("text", {}))) for r in d["rows"]]
+            rows = []
+            for i, r in enumerate(d["rows"]):
+                if not isinstance(r.get("detector"), str) or set(r) - {"detector", "text"}:
+                    raise ConfigError(f"{where}: rows[{i}] needs detector = NAME and an "
+                                      f"optional text table, got keys {sorted(r)}")
+                rows.append((r["detector"], dict(r.get("text", {}))))
         return TableSpec(
             number=int(d["number"]), title=str(d["title"]), path=path, text=list(d["text"]),
             columns=columns, averages=averages, rows=rows, decimals=int(d.get("decimals", 1)),
