@@ -9,12 +9,12 @@ serves every allocation from the heap and trims it only above 2 GiB free, so tha
 memory is reused without faults. The price: a process keeps its peak heap instead of
 returning it. Numbers are unchanged. ``AVBENCH_MALLOC_TUNING=0`` leaves malloc alone.
 
-Measured (docs/benchmarks.md): 943,406 page faults per avprompt training step at batch 4
-without it, 1.26x the frozen-backbone floor, and 1.15x with it; decoding 10 s 224x224 clips
-back to back, the media pipeline's time over bare decoding falls from 1.23-1.37x to
-1.13-1.26x.
+It matters where the same large buffers are freed and taken again and again: a CPU
+training step's activations (each block otherwise faulted in anew) and the frame buffer of
+each video ``avbench data prepare`` decodes.
 
-Imports nothing heavy: the media layer calls it in its decoding processes.
+Imports nothing heavy: the engine calls it before training and evaluation on the CPU, and
+``avbench data prepare`` in its processes.
 """
 
 from __future__ import annotations
