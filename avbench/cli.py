@@ -441,16 +441,20 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these sections (repeatable or comma-separated): decode, cache, loader, model, memory, cli.")] = None,
     peak_tflops: Annotated[float | None, typer.Option("--peak-tflops", help="Peak bf16 TFLOP/s of the GPU, for model FLOPs utilisation (default: a table of known GPUs).")] = None,
-    backbone: Annotated[str, typer.Option(help="full (the paper's towers with random weights) or tiny (smoke tests only).")] = "full",
+    detector: Annotated[str, typer.Option("--detector", "-d", help="The torch detector to time (see `avbench detectors`).")] = "avprompt",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Detector config KEY=VALUE (e.g. backbone=tiny). Repeatable.")] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Smallest sizes, to check the bench runs (tests); no target is judged.")] = False,
     reps: Annotated[int | None, typer.Option(min=1, help="Repetitions of each timing (default: 3 with --quick, else 5).")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Loader workers to measure (default: what the engine uses on this machine).")] = None,
 ) -> None:
-    """Measure where training time goes: decoding, the cache, the loader, the model against its frozen-backbone floor, memory, start-up."""
+    """Measure where training time goes: decoding, the cache, the loader, a detector's training step and evaluation against its floor, memory, start-up."""
     from avbench.bench import BenchOptions, run_bench
     from avbench.bench.report import render
+    from avbench.config import parse_set_items
 
     opts = BenchOptions(quick=quick, device=device, batch=batch, only=tuple(only or ()),
-                        peak_tflops=peak_tflops, backbone=backbone, reps=reps, workers=workers)
+                        peak_tflops=peak_tflops, detector=detector, settings=parse_set_items(set_),
+                        smoke=smoke, reps=reps, workers=workers)
     doc = run_bench(opts, console=_console(stderr=True))
     render(doc, _console())
     if json_path is not None:

@@ -23,10 +23,19 @@ and ``video_index`` int64 (B,).
 Saved state (``state.pt``, checkpoints, the best-validation snapshot): the model's whole
 ``state_dict()``, parameters and persistent buffers (BatchNorm statistics) alike, minus the
 keys under ``frozen_modules()``.
+
+For ``avbench bench -d NAME``, which times any torch detector's training step and evaluation
+on random batches shaped by its InputSpec, a detector may also offer:
+
+- ``bench_floors(model)`` -> a list of :class:`BenchFloor`: the cost it cannot optimise away
+  (say, its frozen backbone's forward and backward), which the bench times it against;
+- ``bench_settings``: config overrides the bench applies (e.g. random weights, so that timing
+  needs no download).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -79,6 +88,28 @@ class TorchConfig(DetectorConfig):
             raise ValueError("lr must be > 0")
 
 
+@dataclass
+class BenchFloor:
+    """A reference ``avbench bench`` times a torch detector against (see
+    :meth:`TorchDetector.bench_floors`).
+
+    ``loss(batch)`` is the training floor: a scalar whose backward reaches what the
+    detector's own backward must reach (for prompts before the first layer of a frozen tower:
+    a learnable tensor at that tower's input, so backward runs through every layer), the way
+    the detector's ``loss`` takes a batch. The bench moves ``module`` to its device and trains
+    its learnable parameters with Adam at the detector's ``lr``, under the engine's autocast.
+    ``forward(batch)`` is the evaluation floor (e.g. the frozen towers' bare forward),
+    returning a tensor, or a tuple, list or dict of tensors; the bench runs it under
+    ``torch.inference_mode()``. With ``timed=False`` the reference is counted in FLOPs only.
+    """
+
+    name: str
+    module: nn.Module
+    loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    forward: Callable[[dict[str, torch.Tensor]], Any]
+    timed: bool = True
+
+
 class TorchDetector(Detector):
     """Subclass this for torch models; see the module docstring for what to implement."""
 
@@ -104,6 +135,22 @@ class TorchDetector(Detector):
         """Return an optimizer, or ``(optimizer, scheduler)``."""
         params = [p for p in model.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.config.lr)
+
+    # -- optional, for ``avbench bench`` -----------------------------------------------------
+    #: config overrides ``avbench bench`` applies after the registration's defaults and before
+    #: the user's ``--set`` (e.g. random weights: timings do not depend on them, downloads do).
+    bench_settings: ClassVar[Mapping[str, Any]] = {}
+
+    def bench_floors(self, model: nn.Module) -> list[BenchFloor]:
+        """What ``avbench bench`` times this detector against (default: nothing).
+
+        The first entry is *the floor*: the cost no implementation of the method can avoid,
+        e.g. the frozen backbone's forward and, for training, its backward down to the input;
+        the bench reports the training step and the evaluation as ratios to it. Further
+        entries are references shown beside it (timed, or counted in FLOPs only). ``model``
+        is the built model on the bench's device; the floors may share its modules.
+        """
+        return []
 
     # -- provided --------------------------------------------------------------------------
     @property

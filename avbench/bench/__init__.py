@@ -8,11 +8,15 @@ Sections (``--only`` picks some):
   reads and preparation per core, projected to FakeAVCeleb (:mod:`avbench.bench.cache`);
 * ``loader``: segments per second the engine's DataLoader delivers, against what a training
   step consumes;
-* ``model``: an avprompt training step against the frozen-backbone floor, evaluation against
-  the bare backbone forward, FLOPs, and on CUDA the achieved TFLOP/s and model FLOPs
-  utilisation; the projected 15-epoch ``intra`` training;
+* ``model``: a training step and an evaluation batch of the torch detector ``-d NAME``
+  (default ``avprompt``, the reference plugin), against the floor the detector offers
+  (``bench_floors``, see :mod:`avbench.bench.model`), FLOPs, and on CUDA the achieved TFLOP/s
+  and model FLOPs utilisation; the projected ``intra`` training on FakeAVCeleb;
 * ``memory``: peak memory of a training step and an evaluation batch;
 * ``cli``: wall time of ``avbench --help``.
+
+The detector is created as ``avbench run`` creates it, with its ``bench_settings`` (e.g.
+random weights) and ``--set KEY=VALUE`` on top; the media sections use its InputSpec.
 
 The bench writes the media it needs into a temporary folder, so it runs from a clean
 install. Comparisons within a section run interleaved (see :mod:`avbench.bench._timing`), so
@@ -46,8 +50,13 @@ class BenchOptions:
     batch: int | None = None
     only: tuple[str, ...] = ()
     peak_tflops: float | None = None
-    #: ``full`` (CLIP ViT-B/32 + Whisper base, random weights) or ``tiny`` (smoke tests only)
-    backbone: str = "full"
+    #: the registered torch detector to time
+    detector: str = "avprompt"
+    #: its config overrides (``--set KEY=VALUE``), on top of its ``bench_settings``
+    settings: dict[str, str] = field(default_factory=dict)
+    #: the smallest sizes (2 clips of 2 s, 2 repetitions): a check that the bench runs, for
+    #: tests; its figures mean little and no target is judged
+    smoke: bool = False
     reps: int | None = None
     workers: int | None = None
     progress: bool = True
@@ -61,8 +70,6 @@ class BenchOptions:
         if bad:
             raise ConfigError(f"--only {bad[0]!r}: choose from {', '.join(SECTIONS)}")
         self.sections = tuple(s for s in SECTIONS if not only or s in only)
-        if self.backbone not in ("full", "tiny"):
-            raise ConfigError(f"--backbone {self.backbone!r}: use full or tiny")
         if self.batch is not None and self.batch < 1:
             raise ConfigError("--batch must be >= 1")
         if self.reps is not None and self.reps < 1:
@@ -85,7 +92,7 @@ class Profile:
 
 
 def profile(opts: BenchOptions) -> Profile:
-    if opts.backbone == "tiny":
+    if opts.smoke:
         p = Profile(clips=2, seconds=2.0, media_reps=2, model_reps=2, cli_runs=3,
                     loader_segments=16)
     # Decoding a format's clips takes about a second, so the media sections get more
@@ -179,16 +186,23 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
     device = resolve_device(opts.device)
     prof = profile(opts)
     cuda = device.startswith("cuda")
-    batch = opts.batch or (32 if cuda else (1 if opts.quick or opts.backbone == "tiny" else 2))
+    batch = opts.batch or (32 if cuda else (1 if opts.quick or opts.smoke else 2))
+    from avbench.bench.model import build_detector
+    from avbench.config import config_hash
+
+    det = build_detector(opts.detector, opts.settings, batch)  # bad settings end here
+    spec = det.input_spec()
     doc: dict[str, Any] = {
         "version": JSON_VERSION,
         "machine": machine(device),
         "settings": {
-            "quick": opts.quick, "backbone": opts.backbone, "device": device, "batch": batch,
+            "quick": opts.quick, "smoke": opts.smoke, "detector": opts.detector,
+            "set": dict(opts.settings), "device": device, "batch": batch,
             "sections": list(opts.sections), "clips_per_format": prof.clips,
             "clip_seconds": prof.seconds, "media_reps": prof.media_reps,
             "model_reps": prof.model_reps, "eval_reps": prof.eval_reps,
-            "weights": "random (timing only)",
+            "detector_settings": {**type(det).bench_settings, **opts.settings},
+            "config_hash": config_hash(det.config),
         },
         **{s: None for s in ("decode", "cache", "loader", "model", "loader_vs_model",
                              "memory", "projection", "cli")},
@@ -197,17 +211,10 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
 
     needs_media = {"decode", "cache", "loader"} & set(opts.sections)
-    needs_model = {"model", "loader", "memory"} & set(opts.sections)
     work = Path(tempfile.mkdtemp(prefix="avbench-bench-")) if needs_media else None
     try:
-        det = spec = None
-        if needs_model or needs_media:
-            from avbench.bench.model import build_detector
-
-            det = build_detector(opts.backbone, batch)
-            spec = det.input_spec()
         if needs_media:
-            assert work is not None and spec is not None
+            assert work is not None
             from avbench.bench import media as bm
             from avbench.media.videoset import pipeline_for_spec
 
@@ -242,9 +249,9 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
         if "model" in opts.sections:
             from avbench.bench import model as mm
 
-            say(f"model: avprompt ({opts.backbone}) against its frozen towers, batch {batch} "
-                f"on {device}")
             steps = mm.Steps(det, device, batch)
+            against = f"against its floor ({steps.floors[0].name})" if steps.floors else "(no floor)"
+            say(f"model: {opts.detector} {against}, batch {batch} on {device}")
             doc["model"] = mm.bench_model(steps, prof.model_reps, eval_reps=prof.eval_reps)
             train = doc["model"]["train"]
             if cuda:
@@ -261,7 +268,8 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
                                 if opts.peak_tflops else None)
             if "memory" in opts.sections and cuda:
                 doc["memory"] = mm.cuda_memory(steps)
-            doc["projection"] = mm.projection(train["step_s"], batch, doc["loader"])
+            epochs = int(getattr(det.config, "epochs", mm.EPOCHS))
+            doc["projection"] = mm.projection(train["step_s"], batch, doc["loader"], epochs)
             if doc["loader"] is not None:
                 doc["loader_vs_model"] = mm.loader_vs_model(doc["loader"], train["step_s"], batch)
             del steps
@@ -269,7 +277,7 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
             from avbench.bench.memory import measure_cpu
 
             say("memory: peak RSS of a training step and an evaluation batch (child processes)")
-            doc["memory"] = measure_cpu(opts.backbone, batch)
+            doc["memory"] = measure_cpu(opts.detector, opts.settings, batch)
         elif "memory" in opts.sections and doc["memory"] is None:
             from avbench.bench import model as mm
 

@@ -1,11 +1,12 @@
-"""Peak memory of one avprompt step on the CPU, measured in a child process.
+"""Peak memory of one training step of a torch detector on the CPU, in a child process.
 
 tracemalloc does not see torch's allocations, so the figure is the process's peak resident
 set (``VmHWM`` in ``/proc/self/status``) minus its resident set just before the step, in a
 fresh process that holds nothing but the model and one batch. Before the step, free heap
 memory is handed back (``malloc_trim``: building the model briefly holds CLIP's text tower,
 and the step would otherwise reuse that memory unseen) and the peak is reset
-(``/proc/self/clear_refs``, value 5). Run as ``python -m avbench.bench.memory --what train|eval``.
+(``/proc/self/clear_refs``, value 5). Run as ``python -m avbench.bench.memory --what
+train|eval --detector NAME [--set KEY=VALUE]...``; the child sees the installed plugins.
 """
 
 from __future__ import annotations
@@ -53,18 +54,18 @@ def _release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def child(what: str, backbone: str, batch: int) -> dict[str, Any]:
-    """Build avprompt, then measure one training step or one evaluation batch."""
+def child(what: str, detector: str, settings: dict[str, str], batch: int) -> dict[str, Any]:
+    """Build the detector, then measure one training step or one evaluation batch."""
     from avbench.bench.model import Steps, build_detector
 
-    steps = Steps(build_detector(backbone, batch), "cpu", batch)
+    steps = Steps(build_detector(detector, settings, batch), "cpu", batch)
     _release_free_heap()
     base = _status().get("VmRSS")
     reset = _reset_peak()
     if what == "train":
-        steps.train_avprompt()
+        steps.train()
     else:
-        steps.eval_avprompt()
+        steps.evaluate()
     peak = _status().get("VmHWM")
     if base is None or peak is None:
         return {"what": what, "peak_bytes": None, "note": "/proc/self/status is not available"}
@@ -72,7 +73,8 @@ def child(what: str, backbone: str, batch: int) -> dict[str, Any]:
             "peak_reset": reset}
 
 
-def measure_cpu(backbone: str, batch: int, timeout: float = 900.0) -> dict[str, Any]:
+def measure_cpu(detector: str, settings: dict[str, str], batch: int,
+                timeout: float = 900.0) -> dict[str, Any]:
     """Run :func:`child` for training and evaluation, each in its own process."""
     out: dict[str, Any] = {"method": "peak RSS (VmHWM) minus RSS before the step, child process",
                            "batch": batch}
@@ -80,7 +82,8 @@ def measure_cpu(backbone: str, batch: int, timeout: float = 900.0) -> dict[str, 
     for what in ("train", "eval"):
         proc = subprocess.run(
             [sys.executable, "-m", "avbench.bench.memory", "--what", what,
-             "--backbone", backbone, "--batch", str(batch)],
+             "--detector", detector, "--batch", str(batch),
+             *(f"--set={k}={v}" for k, v in settings.items())],
             capture_output=True, text=True, timeout=timeout, env=env, check=False,
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -97,10 +100,13 @@ def measure_cpu(backbone: str, batch: int, timeout: float = 900.0) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avbench.bench.memory")
     parser.add_argument("--what", choices=("train", "eval"), required=True)
-    parser.add_argument("--backbone", default="full")
+    parser.add_argument("--detector", default="avprompt")
+    parser.add_argument("--set", action="append", default=[], dest="settings")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args(argv)
-    print(json.dumps(child(args.what, args.backbone, args.batch)))
+    from avbench.config import parse_set_items
+
+    print(json.dumps(child(args.what, args.detector, parse_set_items(args.settings), args.batch)))
     return 0
 
 

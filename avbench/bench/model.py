@@ -1,26 +1,19 @@
-"""The model half of ``avbench bench``: avprompt against the floor set by its frozen towers.
+"""The model half of ``avbench bench``: a torch detector's training step and evaluation,
+against the floor the detector offers.
 
-* Training: one engine step of avprompt (bf16 autocast on CUDA, fp32 on CPU, as the engine
-  runs it: loss of Eq. 16, backward, Adam step) against the **floor**: the same frozen towers
-  alone, with one learnable tensor added to CLIP's patch embeddings (before ``ln_pre``) and
-  one to Whisper's token embeddings (after its conv stem), and a heads-free loss (mean
-  square of the frame features and of the audio tokens). Backward must traverse every
-  frozen layer to reach those tensors, as it must to reach avprompt's first-layer prompts, so
-  no prompt method can train faster than this.
-* Evaluation: avprompt's scores against the bare forward of the towers (open_clip's own
-  ``VisionTransformer.forward`` on the frames, Whisper's stem and blocks on the segment's
-  mel frames).
+Any registered :class:`~avbench.torch_detector.TorchDetector` can be timed (``-d NAME``), on a
+random batch shaped by its InputSpec (uint8 frames, audio, half the segments labelled fake):
 
-The floor and bare forward run the towers' attention through the same path as avprompt
-(:func:`avbench_avprompt.model.use_fused_attention`), so that the ratio measures the prompt
-method and nothing else; the rows "with open_clip's stock attention" show the same floor
-through ``nn.MultiheadAttention``'s own forward.
-
-avprompt's last CLIP layer computes its output at position 1 only, the one output it reads
-(:func:`avbench_avprompt.model._block_at_one_position`). The floor and the bare forward run
-open_clip's layers whole, as the library ships them. The same saving is open to them (their
-last layer needs the class token alone), so the FLOPs of such a pruned floor and bare forward
-are counted too: avprompt's FLOPs against them are the method's own cost ratio.
+* Training: one engine step, as :func:`avbench.engine.train.fit_torch` runs it (the engine's
+  autocast: bf16 on CUDA, fp32 on CPU; the detector's ``loss``, backward, the step of the
+  optimiser from its ``configure_optimizers``).
+* Evaluation: the detector's ``scores`` in eval mode under ``torch.inference_mode()``, as
+  :func:`avbench.engine.evaluate.evaluate_torch` runs them.
+* Floors: what the detector's optional ``bench_floors(model)`` returns
+  (:class:`~avbench.torch_detector.BenchFloor`). The first is timed in turn with the
+  detector's step and evaluation, and the ratios to it are reported; further references are
+  timed the same way or, with ``timed=False``, counted in FLOPs only. A detector without
+  floors gets its own times and FLOPs.
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (CPU flash attention
 is given torch's own SDPA formulas, which it lacks).
@@ -28,13 +21,11 @@ is given torch's own SDPA formulas, which it lacks).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
 
 from avbench.bench._timing import interleaved, median, min_ratio, paired_ratio
 
@@ -53,8 +44,8 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A10", 125.0),
 )
 
-#: the projection: FakeAVCeleb's intra train split (three ethnic groups) and the paper's 15
-#: epochs, one segment per video per epoch.
+#: the projection: FakeAVCeleb's intra train split (three ethnic groups) and, unless the
+#: detector's config says otherwise, the paper's 15 epochs, one segment per video per epoch.
 FAKEAVCELEB_TRAIN_VIDEOS = 12_800
 EPOCHS = 15
 
@@ -73,13 +64,20 @@ def peak_tflops(device_name: str) -> float | None:
 # building
 
 
-def build_detector(backbone: str, batch: int) -> Any:
-    """avprompt as the plugin registry creates it, with randomly initialised towers."""
+def build_detector(name: str, settings: Mapping[str, Any], batch: int) -> Any:
+    """The registered torch detector ``name`` as ``avbench run`` creates it: registration
+    defaults, then the class's ``bench_settings``, then ``settings`` (``--set``), with
+    ``batch_size`` set to the bench's batch."""
+    from avbench.errors import ConfigError
     from avbench.plugins import get_plugins
+    from avbench.torch_detector import TorchDetector
 
-    info = get_plugins().detector("avprompt")
-    return info.create({"backbone": backbone, "clip_weights": "random",
-                        "whisper_weights": "random", "batch_size": batch})
+    info = get_plugins().detector(name)
+    cls = info.load()
+    if not issubclass(cls, TorchDetector):
+        raise ConfigError(f"-d {name}: {cls.__name__} is not a TorchDetector (the bench times "
+                          "the training step and evaluation of torch detectors)")
+    return info.create({**cls.bench_settings, **settings, "batch_size": batch})
 
 
 def make_batch(spec: Any, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -100,92 +98,16 @@ def make_batch(spec: Any, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-class BackboneFloor(nn.Module):
-    """avprompt's frozen towers alone, each with one learnable input tensor (the floor)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        vis, aud = model.visual, model.audio
-        if vis is None or aud is None:
-            raise ValueError("the floor needs both of avprompt's branches")
-        self.tower = vis.tower
-        self.encoder = aud.encoder
-        self._log_mel = aud.log_mel
-        self.n_tokens = aud.n_tokens
-        self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
-        self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
-        dev = self.tower.class_embedding.device
-        self.delta_v = nn.Parameter(torch.zeros_like(self.tower.positional_embedding))
-        self.delta_a = nn.Parameter(torch.zeros(self.n_tokens, aud.width, device=dev))
-        #: compute the last CLIP layer at the class token alone (FLOP reference only)
-        self.prune_last = False
-
-    def images(self, video: torch.Tensor) -> torch.Tensor:
-        b, t, c, h, w = video.shape
-        return (video.reshape(b * t, c, h, w).float() - self.pixel_mean) / self.pixel_std
-
-    def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
-        enc = self.encoder
-        x = torch.nn.functional.gelu(enc.conv1(self._log_mel(audio)))
-        x = torch.nn.functional.gelu(enc.conv2(x)).transpose(1, 2)
-        return x + enc.positional_embedding[: self.n_tokens].to(x.dtype)
-
-    def run_audio(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.encoder.blocks:
-            x = block(x)
-        return self.encoder.ln_post(x)
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features with the learnable inputs: (B, T, D_v) frame features, (B, N_a, D_a)."""
-        b, frames = video.shape[:2]
-        x = self.embed(video, self.delta_v)
-        f_v = self.run_visual(x).reshape(b, frames, -1)
-        f_a = self.run_audio(self.audio_tokens(audio) + self.delta_a.to(x.dtype))
-        return f_v, f_a
-
-    def embed(self, video: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
-        """CLIP's patch and class embeddings (plus ``delta`` on the positions), ``ln_pre``."""
-        t = self.tower
-        x = t.conv1(self.images(video)).flatten(2).transpose(1, 2)
-        cls = t.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        pos = t.positional_embedding if delta is None else t.positional_embedding + delta
-        return t.ln_pre(torch.cat([cls, x], dim=1) + pos.to(x.dtype))
-
-    def run_visual(self, x: torch.Tensor) -> torch.Tensor:
-        """CLIP's blocks on embedded tokens, then ``ln_post`` of the class token."""
-        from avbench_avprompt._fast import block_at_one_position as _block_at_one_position
-
-        blocks = self.tower.transformer.resblocks
-        for i, block in enumerate(blocks):
-            if self.prune_last and i == len(blocks) - 1:
-                return self.tower.ln_post(_block_at_one_position(block, x, 0))
-            x = block(x)
-        return self.tower.ln_post(x[:, 0])
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        f_v, f_a = self(batch["video"], batch["audio"])
-        return f_v.float().square().mean() + f_a.float().square().mean()
-
-    def bare(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The towers' plain forward (evaluation floor)."""
-        if self.prune_last:  # open_clip's forward, the last layer at the class token alone
-            pooled = self.run_visual(self.embed(video))
-            return pooled @ self.tower.proj, self.run_audio(self.audio_tokens(audio))
-        return self.tower(self.images(video)), self.run_audio(self.audio_tokens(audio))
-
-
-@contextlib.contextmanager
-def stock_attention(module: nn.Module) -> Iterator[None]:
-    """Run ``module``'s ``nn.MultiheadAttention`` layers through their stock forward."""
-    saved = []
-    for m in module.modules():
-        if isinstance(m, nn.MultiheadAttention) and "forward" in m.__dict__:
-            saved.append((m, m.__dict__.pop("forward")))
-    try:
-        yield
-    finally:
-        for m, f in saved:
-            m.forward = f
+def _fetch(out: Any) -> None:
+    """Bring every tensor of an output to the host, as evaluation does with scores."""
+    if isinstance(out, torch.Tensor):
+        out.float().cpu()
+    elif isinstance(out, Mapping):
+        for v in out.values():
+            _fetch(v)
+    elif isinstance(out, list | tuple):
+        for v in out:
+            _fetch(v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,22 +149,34 @@ def count_flops(fn: Any) -> int:
 
 class Steps:
     """The timed steps, as the engine runs them (see :func:`avbench.engine.train.fit_torch`
-    and :func:`avbench.engine.evaluate.evaluate_torch`)."""
+    and :func:`avbench.engine.evaluate.evaluate_torch`), and the detector's floors."""
 
     def __init__(self, det: Any, device: str, batch: int, seed: int = 0) -> None:
         from avbench.engine.evaluate import autocast_for, keep_freed_memory
+        from avbench.errors import PluginError
 
         self.malloc_tuned = keep_freed_memory(device)  # as fit_torch and evaluate_torch do
         self.det = det
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.model = det.model.to(self.device)
-        self.floor = BackboneFloor(self.model).to(self.device)
         self.autocast = lambda: autocast_for(det.config.amp, device)
         self.amp = "bf16" if self.autocast().__class__ is torch.autocast else "fp32"
         opt = det.configure_optimizers(self.model, 1)
         self.optimizer = opt[0] if isinstance(opt, tuple) else opt
-        self.floor_optimizer = torch.optim.Adam(self.floor.parameters(), lr=det.config.lr)
+        self.floors = list(det.bench_floors(self.model))
+        if self.floors and not self.floors[0].timed:
+            raise PluginError(f"{det.name}.bench_floors(): the first floor "
+                              f"({self.floors[0].name!r}) is the one timed against: timed=True")
+        self._optimizers: dict[int, torch.optim.Optimizer] = {}
+        for floor in self.floors:
+            floor.module.to(self.device)
+            params = [p for p in floor.module.parameters() if p.requires_grad]
+            if not params:
+                raise PluginError(f"{det.name}.bench_floors(): {floor.name!r} has no learnable "
+                                  "parameter, so its backward would reach nothing")
+            if id(floor.module) not in self._optimizers:
+                self._optimizers[id(floor.module)] = torch.optim.Adam(params, lr=det.config.lr)
         self.spec = det.input_spec()
         self.batch = batch
         cpu = make_batch(self.spec, batch, seed)
@@ -258,77 +192,63 @@ class Steps:
         return to_device(self.cpu_batch, self.device)
 
     # training
-    def _avprompt_loss(self) -> torch.Tensor:
+    def _loss(self) -> torch.Tensor:
         self.model.train()
         batch = self._to_device()
         with self.autocast():
             loss, _ = self.det.loss(self.model, batch)
         return loss
 
-    def _floor_loss(self) -> torch.Tensor:
+    def _floor_loss(self, floor: Any) -> torch.Tensor:
         batch = self._to_device()
         with self.autocast():
-            return self.floor.loss(batch)
+            return floor.loss(batch)
 
-    def train_avprompt(self) -> None:
-        loss = self._avprompt_loss()
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         float(loss.detach())
 
-    def train_floor(self) -> None:
-        loss = self._floor_loss()
-        loss.backward()
-        self.floor_optimizer.step()
-        self.floor_optimizer.zero_grad(set_to_none=True)
-        float(loss.detach())
+    def train(self) -> None:
+        """One training step of the detector."""
+        self._step(self._loss(), self.optimizer)
 
-    def train_floor_stock(self) -> None:
-        with stock_attention(self.floor):
-            self.train_floor()
+    def train_floor(self, floor: Any) -> None:
+        self._step(self._floor_loss(floor), self._optimizers[id(floor.module)])
 
     # evaluation
-    def eval_avprompt(self) -> None:
+    def evaluate(self) -> None:
+        """The detector's scores of one batch."""
         self.model.eval()
         with torch.inference_mode():
             batch = self._to_device()
             with self.autocast():
-                out = self.det.scores(self.model, batch)
-            for v in out.values():
-                v.float().cpu()
+                _fetch(self.det.scores(self.model, batch))
 
-    def eval_bare(self) -> None:
+    def eval_floor(self, floor: Any) -> None:
         with torch.inference_mode():
             batch = self._to_device()
             with self.autocast():
-                out = self.floor.bare(batch["video"], batch["audio"])
-            for v in out:
-                v.float().cpu()
-
-    def eval_bare_stock(self) -> None:
-        with stock_attention(self.floor):
-            self.eval_bare()
+                _fetch(floor.forward(batch))
 
     # FLOPs of one step (forward + backward for training, as executed)
-    def flops(self) -> dict[str, int]:
+    def flops(self) -> dict[str, Any]:
         def grad(loss_fn: Any) -> None:
             loss_fn().backward()
 
-        out = {
-            "train_avprompt": count_flops(lambda: grad(self._avprompt_loss)),
-            "train_floor": count_flops(lambda: grad(self._floor_loss)),
-            "eval_avprompt": count_flops(self.eval_avprompt),
-            "eval_bare": count_flops(self.eval_bare),
+        out: dict[str, Any] = {
+            "train": count_flops(lambda: grad(self._loss)),
+            "eval": count_flops(self.evaluate),
+            "floors": [
+                {"train": count_flops(lambda f=f: grad(lambda: self._floor_loss(f))),
+                 "eval": count_flops(lambda f=f: self.eval_floor(f))}
+                for f in self.floors
+            ],
         }
-        self.floor.prune_last = True
-        try:
-            out["train_floor_pruned"] = count_flops(lambda: grad(self._floor_loss))
-            out["eval_bare_pruned"] = count_flops(self.eval_bare)
-        finally:
-            self.floor.prune_last = False
         self.optimizer.zero_grad(set_to_none=True)
-        self.floor_optimizer.zero_grad(set_to_none=True)
+        for opt in self._optimizers.values():
+            opt.zero_grad(set_to_none=True)
         return out
 
 
@@ -353,72 +273,85 @@ def _counting_faults(fn: Any, out: list[int]) -> Any:
     return run
 
 
-def bench_model(steps: Steps, reps: int, *, stock: bool = True,
-                eval_reps: int | None = None) -> dict[str, Any]:
+def _reference(floor: Any, flops: dict[str, int], own: dict[str, int], b: int,
+               runs: dict[str, list[float]] | None, floor_runs: dict[str, list[float]],
+               part: str) -> dict[str, Any]:
+    per = "clip" if part == "train" else "segment"
+    ref: dict[str, Any] = {"name": floor.name, "timed": floor.timed,
+                           f"flops_per_{per}": flops[part] / b,
+                           "flop_ratio": own[part] / max(flops[part], 1)}
+    if runs is not None:
+        ref[f"s_per_{per}"] = median(runs[part]) / b
+        ref["vs_floor"] = paired_ratio(runs[part], floor_runs[part])
+    return ref
+
+
+def bench_model(steps: Steps, reps: int, eval_reps: int | None = None) -> dict[str, Any]:
     """Seconds per clip (training, ``reps`` repetitions) and per segment (evaluation,
-    ``eval_reps``, default ``reps``), ratios and FLOPs."""
+    ``eval_reps``, default ``reps``), FLOPs, and the ratios to the detector's floors."""
     b = steps.batch
     faults: list[int] = []
-    fns = {"avprompt": _counting_faults(steps.train_avprompt, faults), "floor": steps.train_floor}
-    if stock:
-        fns["floor_stock"] = steps.train_floor_stock
-    train = interleaved(fns, reps, sync=steps.sync)
+    floors = steps.floors
+    timed = {f"floor {i}": f for i, f in enumerate(floors) if f.timed}
+    train = interleaved({"detector": _counting_faults(steps.train, faults),
+                         **{k: (lambda f=f: steps.train_floor(f)) for k, f in timed.items()}},
+                        reps, sync=steps.sync)
     faults = faults[1:]  # the warm-up step allocates for the first time
-    fns = {"avprompt": steps.eval_avprompt, "bare": steps.eval_bare}
-    if stock:
-        fns["bare_stock"] = steps.eval_bare_stock
-    evals = interleaved(fns, eval_reps or reps, sync=steps.sync)
+    evals = interleaved({"detector": steps.evaluate,
+                         **{k: (lambda f=f: steps.eval_floor(f)) for k, f in timed.items()}},
+                        eval_reps or reps, sync=steps.sync)
     flops = steps.flops()
-    t_step = median(train["avprompt"])
-    out: dict[str, Any] = {
+    t_step = median(train["detector"])
+    tr: dict[str, Any] = {
+        "step_s": t_step,
+        "s_per_clip": t_step / b,
+        "flops_per_clip": flops["train"] / b,
+        "achieved_tflops": flops["train"] / t_step / 1e12,
+        "page_faults_per_step": int(median([float(f) for f in faults])) if faults else None,
+        "runs_s": train["detector"],
+    }
+    ev: dict[str, Any] = {
+        "s_per_segment": median(evals["detector"]) / b,
+        "flops_per_segment": flops["eval"] / b,
+        "runs_s": evals["detector"],
+    }
+    if floors:
+        floor, ff = floors[0], flops["floors"][0]
+        for part, got, runs, per in (("train", tr, train, "clip"), ("eval", ev, evals, "segment")):
+            mine, theirs = runs["detector"], runs["floor 0"]
+            got.update({
+                "floor": floor.name,
+                f"floor_s_per_{per}": median(theirs) / b,
+                "ratio": paired_ratio(mine, theirs),
+                "ratio_of_min": min_ratio(mine, theirs),
+                f"floor_flops_per_{per}": ff[part] / b,
+                "flop_ratio": flops[part] / max(ff[part], 1),
+                "floor_runs_s": theirs,
+            })
+        for part, got, runs in (("train", tr, train), ("eval", ev, evals)):
+            got["references"] = [
+                _reference(f, flops["floors"][i], flops, b,
+                           {part: runs[f"floor {i}"]} if f.timed else None,
+                           {part: runs["floor 0"]}, part)
+                for i, f in enumerate(floors) if i > 0
+            ]
+    return {
+        "detector": steps.det.name,
         "batch": b,
         "amp": steps.amp,
         "threads": torch.get_num_threads(),
         "malloc_tuned": steps.malloc_tuned,
-        "train": {
-            "step_s": t_step,
-            "avprompt_s_per_clip": t_step / b,
-            "floor_s_per_clip": median(train["floor"]) / b,
-            "ratio": paired_ratio(train["avprompt"], train["floor"]),
-            "ratio_of_min": min_ratio(train["avprompt"], train["floor"]),
-            "flops_per_clip": flops["train_avprompt"] / b,
-            "floor_flops_per_clip": flops["train_floor"] / b,
-            "flop_ratio": flops["train_avprompt"] / max(flops["train_floor"], 1),
-            "pruned_floor_flops_per_clip": flops["train_floor_pruned"] / b,
-            "flop_ratio_vs_pruned": flops["train_avprompt"] / max(flops["train_floor_pruned"], 1),
-            "achieved_tflops": flops["train_avprompt"] / t_step / 1e12,
-            "page_faults_per_step": int(median([float(f) for f in faults])) if faults else None,
-            "runs_s": train["avprompt"],
-            "floor_runs_s": train["floor"],
-        },
-        "eval": {
-            "avprompt_s_per_segment": median(evals["avprompt"]) / b,
-            "bare_s_per_segment": median(evals["bare"]) / b,
-            "ratio": paired_ratio(evals["avprompt"], evals["bare"]),
-            "ratio_of_min": min_ratio(evals["avprompt"], evals["bare"]),
-            "flops_per_segment": flops["eval_avprompt"] / b,
-            "bare_flops_per_segment": flops["eval_bare"] / b,
-            "flop_ratio": flops["eval_avprompt"] / max(flops["eval_bare"], 1),
-            "pruned_bare_flops_per_segment": flops["eval_bare_pruned"] / b,
-            "flop_ratio_vs_pruned": flops["eval_avprompt"] / max(flops["eval_bare_pruned"], 1),
-            "runs_s": evals["avprompt"],
-            "bare_runs_s": evals["bare"],
-        },
+        "train": tr,
+        "eval": ev,
         "reps": reps,
         "eval_reps": eval_reps or reps,
     }
-    if stock:
-        out["train"]["floor_stock_s_per_clip"] = median(train["floor_stock"]) / b
-        out["train"]["floor_stock_vs_floor"] = paired_ratio(train["floor_stock"], train["floor"])
-        out["eval"]["bare_stock_s_per_segment"] = median(evals["bare_stock"]) / b
-        out["eval"]["bare_stock_vs_bare"] = paired_ratio(evals["bare_stock"], evals["bare"])
-    return out
 
 
 def cuda_memory(steps: Steps) -> dict[str, Any]:
     """Peak CUDA memory above what is allocated before one training / evaluation step."""
     out: dict[str, Any] = {"method": "torch.cuda.max_memory_allocated", "batch": steps.batch}
-    for what, fn in (("train", steps.train_avprompt), ("eval", steps.eval_avprompt)):
+    for what, fn in (("train", steps.train), ("eval", steps.evaluate)):
         steps.sync()
         torch.cuda.reset_peak_memory_stats(steps.device)
         base = torch.cuda.memory_allocated(steps.device)
@@ -428,13 +361,15 @@ def cuda_memory(steps: Steps) -> dict[str, Any]:
     return out
 
 
-def projection(step_s: float, batch: int, loader: dict[str, Any] | None) -> dict[str, Any]:
-    """A 15-epoch ``intra`` training on FakeAVCeleb's train split, from the measured step.
+def projection(step_s: float, batch: int, loader: dict[str, Any] | None,
+               epochs: int = EPOCHS) -> dict[str, Any]:
+    """An ``epochs``-epoch ``intra`` training on FakeAVCeleb's train split, from the
+    measured step.
 
     With loader workers, loading overlaps the step (the slower of the two sets the pace);
     without (workers = 0), each batch is loaded before its step. Validation is not included.
     """
-    segments = FAKEAVCELEB_TRAIN_VIDEOS * EPOCHS
+    segments = FAKEAVCELEB_TRAIN_VIDEOS * epochs
     steps = math.ceil(segments / batch)
     load_s = None
     per_step = step_s
@@ -444,7 +379,7 @@ def projection(step_s: float, batch: int, loader: dict[str, Any] | None) -> dict
         per_step = max(step_s, load_s) if loader["engine_workers"] > 0 else step_s + load_s
     return {
         "videos": FAKEAVCELEB_TRAIN_VIDEOS,
-        "epochs": EPOCHS,
+        "epochs": epochs,
         "segments": segments,
         "batch": batch,
         "steps": steps,

@@ -124,6 +124,16 @@ class AVPromptDetector(TorchDetector):
         )
         return optimizer, scheduler
 
+    # -- avbench bench ------------------------------------------------------------------------
+    #: timing needs no pretrained weights: the bench builds the towers at random.
+    bench_settings: ClassVar[dict[str, Any]] = {"clip_weights": "random", "whisper_weights": "random"}
+
+    def bench_floors(self, model: nn.Module) -> list[Any]:
+        """The frozen towers alone, and two references (see :mod:`avbench_avprompt.bench`)."""
+        from avbench_avprompt.bench import tower_floors
+
+        return tower_floors(model)
+
     # -- what a run records -------------------------------------------------------------------
     def provenance(self) -> dict[str, Any]:
         """Which backbones and weights the model uses: resolved (file, SHA-256) once built."""
