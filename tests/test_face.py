@@ -255,6 +255,24 @@ def test_decode_crops_with_the_default_detector(clips) -> None:
     assert (brief.face_found, brief.face_searched) == (1, 4)  # frames 0, 10, 20, 24 searched
 
 
+def test_a_face_crop_is_the_same_in_a_fresh_process(clips) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    pipe = Pipeline(size=48, face_crop=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the crop must not depend on the threads torch may use
+    try:
+        here = decode(clips["full"], pipe)
+    finally:
+        torch.set_num_threads(before)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(decode, clips["full"], pipe).result()
+    assert np.array_equal(here.frames, there.frames)
+
+
 def test_prepare_reports_videos_with_too_few_faces(clips, tmp_path) -> None:
     pipe = Pipeline(size=48, face_crop=True)
     cache = PreparedCache(tmp_path / "c")
