@@ -29,10 +29,12 @@ protocols_app = typer.Typer(help="List protocols, or `show NAME` for splits and 
 data_app = typer.Typer(help="Generate the synthetic benchmark, check or prepare a dataset.",
                        no_args_is_help=True)
 plugin_app = typer.Typer(help="Tools for plugin authors.", no_args_is_help=True)
+figure_app = typer.Typer(help="Draw the paper's figures from trained runs.", no_args_is_help=True)
 app.add_typer(detectors_app, name="detectors")
 app.add_typer(protocols_app, name="protocols")
 app.add_typer(data_app, name="data")
 app.add_typer(plugin_app, name="plugin")
+app.add_typer(figure_app, name="figure")
 
 # The argv of the invocation now running (recorded in run.json by `run`).
 _ARGV: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("avbench_argv", default=())
@@ -205,15 +207,38 @@ def table(
 def report(
     results: Annotated[Path, typer.Option("--results", help="Results folder to read.")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", help="Folder to write index.html into.")] = Path("report"),
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of the test videos, to draw Fig. 3 for runs whose detector offers frame_features. Repeatable.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N], for Fig. 3.")] = "auto",
+    cache: Annotated[Path | None, typer.Option(help="Prepared-media cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
 ) -> None:
     """Write one static HTML page: every table, ROC curves, score histograms, significance, provenance."""
     from avbench.commands.report import report_cmd
 
     system = _plugins()
     _warn_plugins(system)
-    page = report_cmd(results, out, system)
+    page = report_cmd(results, out, system, data or [], device=device, cache_dir=cache)
     _console().print(f"wrote {page} (open it in a browser; it needs no server or network)",
                      soft_wrap=True)
+
+
+@figure_app.command("av-distance")
+def figure_av_distance(
+    source: Annotated[Path, typer.Option("--from", help="A complete run folder of a detector that offers frame_features (avprompt).")],
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH (or NAME=synthetic) of the run's test videos. Repeatable.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Figure file, .png or .svg.")] = Path("av-distance.png"),
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the per-video distances to this CSV file.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    cache: Annotated[Path | None, typer.Option(help="Prepared-media cache folder (default: AVBENCH_CACHE or the user cache).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, for logs.")] = False,
+) -> None:
+    """Fig. 3: frame-level audio-visual cosine distance per category, on the run's test videos."""
+    from avbench.commands.report import av_distance_cmd
+
+    system = _plugins()
+    _warn_plugins(system)
+    path = av_distance_cmd(source, out, data or [], system, _console(), csv=csv, device=device,
+                           cache_dir=cache, quiet=quiet)
+    _console().print(f"wrote {path}", soft_wrap=True)
 
 
 # -- plugins / detectors / protocols -----------------------------------------------------------

@@ -165,6 +165,13 @@ class Detector(ABC):
     Subclasses set ``Config`` to a dataclass (defaults = the method's published settings),
     return their :class:`InputSpec`, and implement :meth:`predict`; :meth:`fit` defaults to a
     no-op for training-free detectors.
+
+    Optional: ``frame_features(batch, ctx) -> (video_feats, audio_feats)``, the detector's
+    aligned per-frame visual and audio features of each segment of a :class:`SegmentBatch`,
+    two arrays (B, T, D) of the same shape; ``avbench figure av-distance`` and the report's
+    Fig. 3 compare them by cosine distance (docs/writing-plugins.md). Not defined here: a
+    detector without it is told so in one line. Raise ``ValueError`` when a configuration
+    has no such features.
     """
 
     Config: ClassVar[type] = DetectorConfig

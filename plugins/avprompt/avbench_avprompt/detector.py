@@ -110,6 +110,26 @@ class AVPromptDetector(TorchDetector):
             scores["score"] = scores["score_v"] if "score_v" in scores else scores["score_a"]
         return scores
 
+    def frame_features(self, batch: Any, ctx: Any = None) -> tuple[Any, Any]:
+        """The aligned per-frame features f'_v and f'_a (Eqs. 12-13) of each segment, the
+        pair the frame-level CMFM loss (Eq. 14) compares: two float32 arrays (B, T, D_f).
+
+        ``batch`` is a :class:`avbench.detector.SegmentBatch`, as ``predict`` takes it;
+        ``ctx`` gives the device (default: the CPU). A variant without both branches has
+        no aligned features: ValueError.
+        """
+        from avbench.engine.evaluate import autocast_for, batch_to_tensors
+
+        if self.model.conv_v is None or self.model.conv_a is None:
+            raise ValueError(f"{self.name} has no audio-visual frame features: it needs both "
+                             f"branches (visual_branch and audio_branch)")
+        device = getattr(ctx, "device", None) or "cpu"
+        model = self.model.to(device).eval()
+        with torch.inference_mode(), autocast_for(self.config.amp, device):
+            out = self._forward(model, batch_to_tensors(batch, device))
+        assert out.f_v_aligned is not None and out.f_a_aligned is not None
+        return (out.f_v_aligned.float().cpu().numpy(), out.f_a_aligned.float().cpu().numpy())
+
     def configure_optimizers(self, model: nn.Module, steps_per_epoch: int) -> Any:
         """Adam at ``lr`` (1e-4), x ``lr_decay`` (0.1) from epoch ``lr_decay_epoch`` (12) on.
 
