@@ -40,16 +40,25 @@ def index(synthetic_root):
     return FakeAVCelebAdapter().index(synthetic_root)
 
 
-def test_generation_time(synthetic_root, synthetic_kodf_root, capsys):
-    lines = []
-    for root in (synthetic_root, synthetic_kodf_root):
+def test_each_generated_set_is_marked_with_what_made_it(synthetic_root, synthetic_kodf_root):
+    """The marker that makes a generated folder reusable names its generator, scale, seed and
+    version (the folder's key), and is written only once every clip is there."""
+    from avbench.datasets.resolve import generator_version
+    from avbench.plugins import get_plugins
+
+    for root, name in ((synthetic_root, "synthetic"), (synthetic_kodf_root, "synthetic-kodf")):
         marker = json.loads((root / MARKER).read_text())
-        n = sum(1 for _ in root.rglob("*.mp4"))
-        assert n > 0
-        lines.append(f"generated {marker['name']} (scale {marker['scale']}): {n} clips in "
-                     f"{marker['seconds']:.1f} s")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
+        info = get_plugins().dataset(name)
+        version = generator_version(info.load_generator())
+        assert (marker["name"], marker["scale"], marker["seed"]) == (name, 1, 0)
+        assert marker["version"] == version and marker["seconds"] > 0
+        assert root.name == f"{name}-scale1-seed0-v{version}"
+        assert not list(root.parent.glob(f".tmp-{root.name}-*"))  # no half-written copy
+    # every clip the metadata lists is there, and no other
+    rows = list(csv.reader(io.StringIO((synthetic_root / "meta_data.csv").read_text())))[1:]
+    listed = {"/".join(r[9].split("/")[1:]) + "/" + r[8] for r in rows}
+    on_disk = {p.relative_to(synthetic_root).as_posix() for p in synthetic_root.rglob("*.mp4")}
+    assert listed == on_disk
 
 
 # -- FakeAVCeleb's form ------------------------------------------------------------------
