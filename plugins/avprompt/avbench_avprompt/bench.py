@@ -1,8 +1,8 @@
 """avprompt's floor for ``avbench bench`` (:meth:`AVPromptDetector.bench_floors`).
 
 The floor is the frozen towers alone. For training, one learnable tensor is added to CLIP's
-patch embeddings (before ``ln_pre``) and one to Whisper's token embeddings (after its conv
-stem), with a heads-free loss (mean square of the frame features and of the audio tokens):
+embedded patches (after ``ln_pre``, the input of its first layer) and one to Whisper's token
+embeddings (after its conv stem), with a heads-free loss (mean square of the frame features and of the audio tokens):
 backward must traverse every frozen layer to reach those tensors, as it must to reach
 avprompt's first-layer prompts, so no prompt method can train faster than this. For
 evaluation, the towers' bare forward: open_clip's own ``VisionTransformer.forward`` on the
@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avbench.torch_detector import BenchFloor
@@ -38,36 +37,24 @@ from avbench_avprompt.model import AVPromptModel
 
 
 class TowersFloor(nn.Module):
-    """avprompt's frozen towers alone (those its config has), each with one learnable input
-    tensor."""
+    """avprompt's frozen towers alone (those its config has), each with one learnable tensor
+    added to its embedded input: CLIP's after ``ln_pre``, Whisper's after its conv stem."""
 
     def __init__(self, model: AVPromptModel) -> None:
         super().__init__()
         vis, aud = model.visual, model.audio
         self.tower = vis.tower if vis is not None else None
         self.encoder = aud.encoder if aud is not None else None
+        # avprompt's own normalisation and embeddings (methods: its prompts are no part of
+        # the floor's modules)
+        self._images = model.images
         if vis is not None:
-            self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
-            self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
+            self._embed_v = vis.embed
             self.delta_v = nn.Parameter(torch.zeros_like(vis.tower.positional_embedding))
         if aud is not None:
-            self._log_mel = aud.log_mel
-            self.n_tokens = aud.n_tokens
+            self._embed_a = aud.embed
             dev = aud.encoder.conv1.weight.device
             self.delta_a = nn.Parameter(torch.zeros(aud.n_tokens, aud.width, device=dev))
-
-    # -- CLIP ----------------------------------------------------------------------------
-    def images(self, video: Tensor) -> Tensor:
-        b, t, c, h, w = video.shape
-        return (video.reshape(b * t, c, h, w).float() - self.pixel_mean) / self.pixel_std
-
-    def embed(self, video: Tensor, delta: Tensor | None = None) -> Tensor:
-        """CLIP's patch and class embeddings (plus ``delta`` on the positions), ``ln_pre``."""
-        t = self.tower
-        x = t.conv1(self.images(video)).flatten(2).transpose(1, 2)
-        cls = t.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        pos = t.positional_embedding if delta is None else t.positional_embedding + delta
-        return t.ln_pre(torch.cat([cls, x], dim=1) + pos.to(x.dtype))
 
     def run_visual(self, x: Tensor, prune: bool = False) -> Tensor:
         """CLIP's blocks on embedded tokens, then ``ln_post`` of the class token; with
@@ -79,28 +66,20 @@ class TowersFloor(nn.Module):
             x = block(x)
         return self.tower.ln_post(x[:, 0])
 
-    # -- Whisper -------------------------------------------------------------------------
-    def audio_tokens(self, audio: Tensor) -> Tensor:
-        enc = self.encoder
-        x = F.gelu(enc.conv1(self._log_mel(audio)))
-        x = F.gelu(enc.conv2(x)).transpose(1, 2)
-        return x + enc.positional_embedding[: self.n_tokens].to(x.dtype)
-
     def run_audio(self, x: Tensor) -> Tensor:
         for block in self.encoder.blocks:
             x = block(x)
         return self.encoder.ln_post(x)
 
-    # -- the two floors ------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor], prune: bool = False) -> Tensor:
         """The training floor: mean squares of the features reached from the learnable inputs."""
         terms = []
         if self.tower is not None:
-            video = batch["video"]
-            f_v = self.run_visual(self.embed(video, self.delta_v), prune)
+            x = self._embed_v(self._images(batch["video"]))
+            f_v = self.run_visual(x + self.delta_v.to(x.dtype), prune)
             terms.append(f_v.float().square().mean())
         if self.encoder is not None:
-            x = self.audio_tokens(batch["audio"])
+            x = self._embed_a(batch["audio"])
             terms.append(self.run_audio(x + self.delta_a.to(x.dtype)).float().square().mean())
         return torch.stack(terms).sum()
 
@@ -108,12 +87,14 @@ class TowersFloor(nn.Module):
         """The evaluation floor: the towers' plain forward (open_clip's own for CLIP)."""
         out = []
         if self.tower is not None:
+            images = self._images(batch["video"])
             if prune:  # open_clip's forward, the last layer at the class token alone
-                out.append(self.run_visual(self.embed(batch["video"]), prune=True) @ self.tower.proj)
+                x = self._embed_v(images)
+                out.append(self.run_visual(x, prune=True) @ self.tower.proj)
             else:
-                out.append(self.tower(self.images(batch["video"])))
+                out.append(self.tower(images))
         if self.encoder is not None:
-            out.append(self.run_audio(self.audio_tokens(batch["audio"])))
+            out.append(self.run_audio(self._embed_a(batch["audio"])))
         return tuple(out)
 
 

@@ -151,18 +151,23 @@ class ShortTimeAudioPrompts(nn.Module):
                 [whisper.log_mel_spectrogram(a, n_mels=self.n_mels) for a in audio.float()]
             )
 
-    def forward(self, audio: Tensor) -> Tensor:
-        """Waveforms (B, S) -> f_a (B, N_a, D_a)."""
+    def embed(self, audio: Tensor) -> Tensor:
+        """z_a^0: whisper's frozen conv stem on the log-mel, plus the first N_a positional
+        embeddings (Eq. 4): waveforms (B, S) -> (B, N_a, D_a)."""
         enc = self.encoder
-        mel = self.log_mel(audio)
-        x = F.gelu(enc.conv1(mel))
+        x = F.gelu(enc.conv1(self.log_mel(audio)))
         x = F.gelu(enc.conv2(x)).transpose(1, 2)  # (B, N_a, D_a)
         if x.shape[1] != self.n_tokens:
             raise ValueError(
                 f"audio of {audio.shape[-1]} samples gives {x.shape[1]} tokens, "
                 f"expected {self.n_tokens}"
             )
-        x = x + enc.positional_embedding[: self.n_tokens].to(x.dtype)  # Eq. 4
+        return x + enc.positional_embedding[: self.n_tokens].to(x.dtype)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Waveforms (B, S) -> f_a (B, N_a, D_a)."""
+        enc = self.encoder
+        x = self.embed(audio)  # Eq. 4
         batch = x.shape[0]
         glob = self.global_token.to(x.dtype).expand(batch, -1, -1)
         for layer, block in enumerate(enc.blocks):
@@ -247,17 +252,20 @@ class AVPromptModel(nn.Module):
             tower.eval()
         return self
 
-    def visual_features(self, video: Tensor) -> Tensor:
-        """uint8 frames (B, T, 3, H, W) -> f_v (B, T, D_v) (Eq. 10)."""
-        assert self.visual is not None
+    def images(self, video: Tensor) -> Tensor:
+        """uint8 frames (B, T, 3, H, W) -> CLIP-normalised images (B x T, 3, H, W)."""
         b, t, c, h, w = video.shape
         if (h, w) != self.image_size or c != 3:
             raise ValueError(
                 f"frames of shape {tuple(video.shape[2:])}, expected "
                 f"(3, {self.image_size[0]}, {self.image_size[1]})"
             )
-        images = (video.reshape(b * t, c, h, w).float() - self.pixel_mean) / self.pixel_std
-        return self.visual(images).reshape(b, t, -1)
+        return (video.reshape(b * t, c, h, w).float() - self.pixel_mean) / self.pixel_std
+
+    def visual_features(self, video: Tensor) -> Tensor:
+        """uint8 frames (B, T, 3, H, W) -> f_v (B, T, D_v) (Eq. 10)."""
+        assert self.visual is not None
+        return self.visual(self.images(video)).reshape(video.shape[0], video.shape[1], -1)
 
     def forward(self, video: Tensor | None = None, audio: Tensor | None = None) -> AVPromptOutput:
         out = AVPromptOutput()

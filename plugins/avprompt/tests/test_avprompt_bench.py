@@ -38,7 +38,7 @@ def test_the_floors_references_compute_the_floors_features():
         outs = [f.forward(batch) for f in floors]
         losses = [f.loss(batch) for f in floors]
     # the bare forward is open_clip's own VisionTransformer.forward and whisper's blocks
-    images = floors[0].module.images(batch["video"])
+    images = det.model.images(batch["video"])
     with torch.no_grad():
         torch.testing.assert_close(outs[0][0], det.model.visual.tower(images))
     for out, loss in zip(outs[1:], losses[1:], strict=True):
