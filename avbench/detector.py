@@ -29,6 +29,13 @@ SCORE_KEYS = ("score", "score_v", "score_a")
 MODALITIES = ("video", "audio")
 
 
+def samples_per_frame(sample_rate: int, fps: int) -> int:
+    """Audio samples per video frame (640 at 16 kHz and 25 fps). Every InputSpec, media
+    pipeline, decoded clip and cached video keeps ``sample_rate`` a multiple of ``fps``, so
+    this is exact; they all take it from here."""
+    return sample_rate // fps
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What a detector reads from each segment.
@@ -59,7 +66,7 @@ class InputSpec:
 
     @property
     def samples_per_frame(self) -> int:
-        return self.sample_rate // self.fps
+        return samples_per_frame(self.sample_rate, self.fps)
 
     @property
     def samples(self) -> int:

@@ -88,6 +88,14 @@ class TorchConfig(DetectorConfig):
             raise ValueError("lr must be > 0")
 
 
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``{"total", "trainable", "frozen"}``: the model's parameters (shared ones once),
+    those with ``requires_grad`` and the rest."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
 @dataclass
 class BenchFloor:
     """A reference ``avbench bench`` times a torch detector against (see
@@ -163,9 +171,7 @@ class TorchDetector(Detector):
         return [n for n, p in self.model.named_parameters() if p.requires_grad]
 
     def parameter_counts(self) -> dict[str, int]:
-        total = sum(p.numel() for p in self.model.parameters())
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        return {"total": total, "trainable": trainable, "frozen": total - trainable}
+        return parameter_counts(self.model)
 
     def fit(self, train: VideoSetLike, val: VideoSetLike, ctx: RunContext) -> FitInfo:
         from avbench.engine.train import fit_torch

@@ -129,6 +129,8 @@ def resolve_device(device: str) -> str:
 def machine(device: str) -> dict[str, Any]:
     import torch
 
+    from avbench.io import available_cores
+
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -144,7 +146,7 @@ def machine(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": available_cores(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": device,

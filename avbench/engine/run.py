@@ -232,12 +232,6 @@ class _Console:
 
 def run(opts: RunOptions, console: Any = None) -> list[Path]:
     """Run every requested fold; returns the run folders written."""
-    from avbench.datasets.resolve import (
-        find_dataset_sources,
-        index_line,
-        missing_dataset_message,
-        resolve_dataset,
-    )
     from avbench.plugins import get_plugins
     from avbench.protocols import get_protocol
 
@@ -251,8 +245,35 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
     dist = distributed.init_from_env()
     out_console = _Console(console, dist.rank)
-
     t0 = time.perf_counter()
+    indexes, adapters = index_datasets(opts, protocol, plugins, out_console, dist)
+    index_s = time.perf_counter() - t0
+
+    folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
+    written = []
+    try:
+        for fold in folds:
+            f = FoldRun(opts=opts, info=info, protocol=protocol, fold=fold, indexes=indexes,
+                        console=out_console, dist=dist, timings={"index_s": index_s})
+            written.append(_run_fold(f, adapters))
+    except BaseException:
+        distributed.leave(dist, wait=False)
+        raise
+    distributed.leave(dist, wait=True)
+    return [w for w in written if w is not None]
+
+
+def index_datasets(opts: RunOptions, protocol: Any, plugins: Any, console: _Console,
+                   dist: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(indexes, adapters)`` of the protocol's datasets, from ``opts.data`` (rank 0
+    first); a line per dataset says what was indexed."""
+    from avbench.datasets.resolve import (
+        find_dataset_sources,
+        index_line,
+        missing_dataset_message,
+        resolve_dataset,
+    )
+
     sources = find_dataset_sources(opts.data)
     indexes = {}
     adapters = {}
@@ -265,135 +286,212 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
             dist, lambda n=name, v=value: resolve_dataset(n, v, plugins.datasets)
         )
         # the line names the index's problems, and the command that lists them
-        out_console.print(index_line(name, value, indexes[name]), soft_wrap=True)
-    index_s = time.perf_counter() - t0
-
-    folds = [opts.fold] if opts.fold else (protocol.fold_names or [None])
-    written = []
-    try:
-        for fold in folds:
-            written.append(
-                _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, out_console,
-                          dist)
-            )
-    except BaseException:
-        distributed.leave(dist, wait=False)
-        raise
-    distributed.leave(dist, wait=True)
-    return [w for w in written if w is not None]
+        console.print(index_line(name, value, indexes[name]), soft_wrap=True)
+    return indexes, adapters
 
 
-def _run_fold(opts, info, protocol, fold, indexes, adapters, index_s, console, dist):
-    from avbench.media.cache import PreparedCache, cache_format
-    from avbench.media.videoset import VideoSet
+@dataclass
+class FoldRun:
+    """One fold of a run as its steps go: what :func:`run` hands it, then what each step
+    adds (:func:`_run_fold`: splits, detector, record and folder; media; fit; scores and
+    the finished record). ``avbench eval`` takes the same steps with ``fit`` replaced by
+    restoring a trained run's detector (:mod:`avbench.engine.restore`)."""
+
+    opts: RunOptions
+    info: Any  # the detector's DetectorInfo
+    protocol: Any
+    fold: str | None
+    indexes: dict[str, Any]
+    console: _Console
+    dist: Any
+    #: seconds per step, in step order (``index_s`` first); ``total_s`` is added at the end
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    splits: dict[str, Any] = field(default_factory=dict)
+    detector: Any = None
+    spec: Any = None
+    device: str = "cpu"
+    record: RunRecord = field(default_factory=RunRecord)
+    run_dir: Path | None = None
+    lock: RunLock | None = None
+    cache: Any = None
+    #: ``{split: (usable records, cache entries)}`` once the media are prepared
+    sets: dict[str, tuple[list[Any], dict[str, Any]]] = field(default_factory=dict)
+    ctx: RunContext | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol.name}" + (f" / {self.fold}" if self.fold else "")
+
+
+def _run_fold(f: FoldRun, adapters: dict[str, Any]) -> Path | None:
+    """Train and score one fold: the run folder (``None`` on ranks other than 0)."""
+    f.splits = fold_splits(f.protocol, f.fold, f.indexes, adapters)
+    use_detector(f, f.info.create(f.opts.overrides))
+    f.record = new_record(f)
+    open_run_dir(f)
+
+    def steps() -> Path | None:
+        if f.dist.rank == 0:
+            f.record.write(f.run_dir)
+        prepare_media(f)
+        _fit(f)
+        return score_and_record(f)
+
+    return guarded(f, steps)
+
+
+def fold_splits(protocol: Any, fold: str | None, indexes: dict[str, Any],
+                adapters: dict[str, Any]) -> dict[str, Any]:
+    """The fold's splits, its filters checked against the datasets' vocabularies first."""
     from avbench.protocols import build_splits, check_vocabulary
 
-    t_start = time.perf_counter()
     check_vocabulary(protocol, fold, adapters)
-    splits = build_splits(protocol, fold, indexes)
-    detector: Detector = info.create(opts.overrides)
-    spec = detector.input_spec()
-    config = portable(config_to_dict(detector.config))
-    chash = config_hash(config)
+    return build_splits(protocol, fold, indexes)
+
+
+def use_detector(f: FoldRun, detector: Detector) -> None:
+    """Make ``detector`` the fold's: its input spec, its device, the seeds set, and a torch
+    detector's model built now (missing weights fail before media preparation)."""
+    f.detector = detector
+    f.spec = detector.input_spec()
     torch_det = _needs_torch(detector)
-    device = resolve_device(opts.device) if torch_det else "cpu"
-    _seed_everything(opts.seed)
+    f.device = resolve_device(f.opts.device) if torch_det else "cpu"
+    _seed_everything(f.opts.seed)
     if torch_det:
         detector.model  # noqa: B018 - build now: missing weights fail before media preparation
-    if device.startswith("cuda") and dist.world_size > 1:
-        device = f"cuda:{dist.local_rank}"
+    if f.device.startswith("cuda") and f.dist.world_size > 1:
+        f.device = f"cuda:{f.dist.local_rank}"
 
-    record = RunRecord(
+
+def new_record(f: FoldRun) -> RunRecord:
+    """The fold's ``run.json`` as it starts (status ``incomplete``)."""
+    from avbench.media.cache import cache_format
+
+    spec, detector = f.spec, f.detector
+    config = portable(config_to_dict(detector.config))
+    return RunRecord(
         status="incomplete",
         created=_now(),
-        command=portable_command(opts.command),
+        command=portable_command(f.opts.command),
         detector_info={
-            **info.to_dict(),
+            **f.info.to_dict(),
             "config": config,
-            "config_hash": chash,
+            "config_hash": config_hash(config),
             "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
                            "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
         },
-        protocol_info=protocol_entry(protocol, fold),
-        splits={k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in splits.items()},
-        datasets=datasets_entry(indexes),
-        seed=opts.seed,
-        device=device,
-        world_size=dist.world_size,
-        torch_threads=_torch_threads() if torch_det else None,
+        protocol_info=protocol_entry(f.protocol, f.fold),
+        splits={k: {**s.summary(), "spec": s.spec.to_dict()} for k, s in f.splits.items()},
+        datasets=datasets_entry(f.indexes),
+        seed=f.opts.seed,
+        device=f.device,
+        world_size=f.dist.world_size,
+        torch_threads=_torch_threads() if _needs_torch(detector) else None,
         media={"cache": cache_format()},
         git_commit=_git_commit(),
-        versions=_versions(info),  # now: the identity holds avbench's and the plugin's
+        versions=_versions(f.info),  # now: the identity holds avbench's and the plugin's
     )
-    run_dir, lock, resumed = _choose_run_dir(opts, protocol, fold, info, record, console, dist)
-    record.run_id = run_dir.name
-    record.path = run_dir
-    record.resumed = resumed
-    fold_label = f"{protocol.name}" + (f" / {fold}" if fold else "")
-    console.print(f"[bold cyan]{info.name}[/] on [bold]{fold_label}[/] -> {run_dir}")
 
+
+def open_run_dir(f: FoldRun) -> None:
+    """Choose and lock the fold's run folder (a resumed one with ``--resume``) and say so."""
+    run_dir, f.lock, resumed = _choose_run_dir(f.opts, f.protocol, f.fold, f.info, f.record,
+                                               f.console, f.dist)
+    f.run_dir = run_dir
+    f.record.run_id = run_dir.name
+    f.record.path = run_dir
+    f.record.resumed = resumed
+    f.console.print(f"[bold cyan]{f.info.name}[/] on [bold]{f.label}[/] -> {run_dir}")
+
+
+def guarded(f: FoldRun, steps: Any) -> Any:
+    """``steps()``, with the record marked ``incomplete`` (Ctrl-C) or ``failed`` (any other
+    error) when it does not finish, and the folder's lock released in any case."""
     try:
-        if dist.rank == 0:
-            record.write(run_dir)
-        # -- media ------------------------------------------------------------------------
-        t = time.perf_counter()
-        cache = PreparedCache(opts.cache_dir)
-        sets = _prepare_media(opts, splits, indexes, spec, cache, record, console, dist)
-        prepare_s = time.perf_counter() - t
-
-        # -- fit (train + val only) ---------------------------------------------------------
-        test_ids = {(r.dataset, r.id) for r in sets["test"][0]}
-        for name in ("train", "val"):
-            leak = [r.id for r in sets[name][0] if (r.dataset, r.id) in test_ids]
-            if leak:
-                raise LeakageError(f"{len(leak)} test video(s) would reach fit via {name}: {leak[0]}")
-        train = VideoSet(sets["train"][0], sets["train"][1], cache, spec)
-        val = VideoSet(sets["val"][0], sets["val"][1], cache, spec)
-        ctx = RunContext(
-            seed=opts.seed, device=device, run_dir=run_dir, resume=resumed, quiet=opts.quiet,
-            console=console.c,
-            rank=dist.rank, world_size=dist.world_size, balance=protocol.balance,
-            log_path=run_dir / "epochs.jsonl",
-        )
-        t = time.perf_counter()
-        fit_info = detector.fit(train, val, ctx)
-        fit_s = time.perf_counter() - t
-        del train, val
-        record.checkpoint = fit_info.to_dict()
-        if dist.rank == 0:
-            _save_state(detector, run_dir)
-
-        # -- evaluate ------------------------------------------------------------------------
-        t = time.perf_counter()
-        test = VideoSet(sets["test"][0], sets["test"][1], cache, spec)
-        vidx, seg_scores = detector.evaluate(test, ctx)
-        eval_s = time.perf_counter() - t
-        if dist.rank != 0:
-            return None
-        df = _video_frame(test, vidx, seg_scores)
-        metrics = write_results(run_dir, df, n_boot=opts.n_boot, seed=opts.seed)
-        record.timings = {"index_s": round(index_s, 3), "prepare_s": round(prepare_s, 3),
-                             "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
-                             "total_s": round(time.perf_counter() - t_start + index_s, 3)}
-        record.describe = _safe_describe(detector)
-        record.versions.update(_versions(info))  # libraries imported since the start too
-        record.n_test_videos = len(df)
-        record.status = "complete"
-        record.finished = _now()
-        record.write(run_dir)
-        _print_metrics(console, metrics, protocol.metrics, fold_label)
-        return run_dir
+        return steps()
     except KeyboardInterrupt:
-        _mark(record, run_dir, dist, "incomplete", "interrupted (Ctrl-C); continue with --resume",
-              "interrupted")
+        _mark(f.record, f.run_dir, f.dist, "incomplete",
+              "interrupted (Ctrl-C); continue with --resume", "interrupted")
         raise
     except BaseException as e:
         kind = CHECKPOINT_ERROR if isinstance(e, CheckpointError) else type(e).__name__
-        _mark(record, run_dir, dist, "failed", f"{type(e).__name__}: {e}", kind)
+        _mark(f.record, f.run_dir, f.dist, "failed", f"{type(e).__name__}: {e}", kind)
         raise
     finally:
-        if lock is not None:
-            lock.release()
+        if f.lock is not None:
+            f.lock.release()
+
+
+def prepare_media(f: FoldRun) -> None:
+    """Decode every split's videos into the prepared cache (:func:`_prepare_media`)."""
+    from avbench.media.cache import PreparedCache
+
+    t = time.perf_counter()
+    f.cache = PreparedCache(f.opts.cache_dir)
+    f.sets = _prepare_media(f.opts, f.splits, f.indexes, f.spec, f.cache, f.record, f.console,
+                            f.dist)
+    f.timings["prepare_s"] = time.perf_counter() - t
+
+
+def run_context(f: FoldRun, *, log: bool = True) -> RunContext:
+    """What the detector is handed besides the data (``log``: an ``epochs.jsonl``)."""
+    return RunContext(
+        seed=f.opts.seed, device=f.device, run_dir=f.run_dir, resume=f.record.resumed,
+        quiet=f.opts.quiet, console=f.console.c, rank=f.dist.rank,
+        world_size=f.dist.world_size, balance=f.protocol.balance,
+        log_path=f.run_dir / "epochs.jsonl" if log else None,
+    )
+
+
+def _fit(f: FoldRun) -> None:
+    """``fit`` on the train and val splits only (no test video among them), then the
+    learned state saved as ``state.pt`` / ``state.npz``."""
+    from avbench.media.videoset import VideoSet
+
+    test_ids = {(r.dataset, r.id) for r in f.sets["test"][0]}
+    for name in ("train", "val"):
+        leak = [r.id for r in f.sets[name][0] if (r.dataset, r.id) in test_ids]
+        if leak:
+            raise LeakageError(f"{len(leak)} test video(s) would reach fit via {name}: {leak[0]}")
+    train = VideoSet(f.sets["train"][0], f.sets["train"][1], f.cache, f.spec)
+    val = VideoSet(f.sets["val"][0], f.sets["val"][1], f.cache, f.spec)
+    f.ctx = run_context(f)
+    t = time.perf_counter()
+    fit_info = f.detector.fit(train, val, f.ctx)
+    f.timings["fit_s"] = time.perf_counter() - t
+    del train, val
+    f.record.checkpoint = fit_info.to_dict()
+    if f.dist.rank == 0:
+        _save_state(f.detector, f.run_dir)
+
+
+def score_and_record(f: FoldRun) -> Path | None:
+    """Score every segment of the test split (its VideoSet made only now, after ``fit``),
+    write ``scores.csv`` and ``metrics.json``, then ``run.json`` as complete. Returns the
+    run folder (``None`` on ranks other than 0)."""
+    from avbench.media.videoset import VideoSet
+
+    t = time.perf_counter()
+    ctx = f.ctx if f.ctx is not None else run_context(f, log=False)
+    test = VideoSet(f.sets["test"][0], f.sets["test"][1], f.cache, f.spec)
+    vidx, seg_scores = f.detector.evaluate(test, ctx)
+    f.timings["eval_s"] = time.perf_counter() - t
+    if f.dist.rank != 0:
+        return None
+    df = _video_frame(test, vidx, seg_scores)
+    metrics = write_results(f.run_dir, df, n_boot=f.opts.n_boot, seed=f.opts.seed)
+    rec = f.record
+    rec.timings = {**{k: round(v, 3) for k, v in f.timings.items()},
+                   "total_s": round(time.perf_counter() - f.started + f.timings["index_s"], 3)}
+    rec.describe = _safe_describe(f.detector)
+    rec.versions.update(_versions(f.info))  # libraries imported since the start too
+    rec.n_test_videos = len(df)
+    rec.status = "complete"
+    rec.finished = _now()
+    rec.write(f.run_dir)
+    _print_metrics(f.console, metrics, f.protocol.metrics, f.label)
+    return f.run_dir
 
 
 def _prepare_media(opts: RunOptions, splits: dict[str, Any], indexes: dict[str, Any],

@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,66 @@ def _val_segment_subset(val: Any, per_video: int, seed: int) -> np.ndarray | Non
     return np.asarray(keep, dtype=np.int64)
 
 
-def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
-    from avbench.media.torchdata import TrainSegments
+@dataclass
+class _Best:
+    """The best epoch so far by validation AUC, and the detector's state after it."""
 
+    auc: float = -math.inf
+    epoch: int | None = None
+    state: dict[str, Any] | None = None
+
+
+@dataclass
+class _Training:
+    """What the loop works with (set up by :func:`_setup`) and what it carries from epoch to
+    epoch: where to start, the best epoch, the history of epoch rows."""
+
+    det: Any
+    ctx: RunContext
+    dist: Any
+    device: torch.device
+    model: Any
+    params: list[torch.nn.Parameter]
+    labels: np.ndarray
+    n_draws: int
+    balance: str
+    optimizer: Any
+    scheduler: Any
+    interval: str
+    workers: int
+    val_subset: np.ndarray | None
+    ckpt_dir: Path | None
+    start_epoch: int = 0
+    best: _Best = field(default_factory=_Best)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    frozen_ref: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Any:
+        return self.det.config
+
+
+def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
+    """Train ``det`` on ``train``, select on ``val`` (see the module docstring)."""
+    st = _setup(det, train, val, ctx)
+    _resume(st)
+    st.frozen_ref = _frozen_buffers(det)
+    for epoch in range(st.start_epoch, st.cfg.epochs):
+        row, auc = _epoch(st, train, val, epoch)
+        st.history.append(row)
+        if auc is not None and auc > st.best.auc:
+            st.best = _Best(auc, epoch + 1, {k: v.clone() for k, v in det.state_dict().items()})
+        if ctx.rank == 0:
+            _log_row(ctx, row)
+            _checkpoint(st, epoch)
+            _epoch_line(ctx, row)
+        distributed.barrier(st.dist)
+    return _select(st)
+
+
+def _setup(det: Any, train: Any, val: Any, ctx: RunContext) -> _Training:
+    """The model on its device, the optimiser and schedule, the sampler's settings; a
+    ``TrainingError`` when nothing can learn or an epoch would not fill one step."""
     cfg = det.config
     dist = dist_of(ctx)
     device = torch.device(ctx.device)
@@ -261,119 +319,154 @@ def fit_torch(det: Any, train: Any, val: Any, ctx: RunContext) -> FitInfo:
         )
     opt_out = det.configure_optimizers(model, steps_per_epoch)
     optimizer, scheduler = opt_out if isinstance(opt_out, tuple) else (opt_out, None)
-    interval = getattr(det, "scheduler_interval", "epoch")
-    workers = resolve_workers(cfg.num_workers)
-    val_subset = _val_segment_subset(val, cfg.val_segments, ctx.seed)
-    ckpt_dir = (ctx.run_dir / "checkpoints") if ctx.run_dir is not None else None
-    select = cfg.select
+    return _Training(
+        det=det, ctx=ctx, dist=dist, device=device, model=model, params=params, labels=labels,
+        n_draws=n_draws, balance=balance, optimizer=optimizer, scheduler=scheduler,
+        interval=getattr(det, "scheduler_interval", "epoch"),
+        workers=resolve_workers(cfg.num_workers),
+        val_subset=_val_segment_subset(val, cfg.val_segments, ctx.seed),
+        ckpt_dir=(ctx.run_dir / "checkpoints") if ctx.run_dir is not None else None,
+    )
 
-    start_epoch = 0
-    best: dict[str, Any] = {"auc": -math.inf, "epoch": None, "state": None}
-    history: list[dict[str, Any]] = []
-    last = ckpt_dir / "last.pt" if ckpt_dir is not None else None
+
+def _resume(st: _Training) -> None:
+    """With ``--resume`` and a checkpoint: continue after its epoch (state, optimiser, RNGs,
+    best epoch and history restored; the log cut back to the epochs done). Otherwise the
+    run starts afresh, and an old log is removed."""
+    ctx = st.ctx
+    last = st.ckpt_dir / "last.pt" if st.ckpt_dir is not None else None
     if ctx.resume and last is not None and last.exists():
-        ck = _resume_from(last, det, optimizer, scheduler)
-        start_epoch = int(ck["epoch"]) + 1
-        best = {"auc": ck["best_auc"], "epoch": ck["best_epoch"], "state": ck.get("best_state")}
-        history = list(ck.get("history", []))
+        ck = _resume_from(last, st.det, st.optimizer, st.scheduler)
+        st.start_epoch = int(ck["epoch"]) + 1
+        st.best = _Best(ck["best_auc"], ck["best_epoch"], ck.get("best_state"))
+        st.history = list(ck.get("history", []))
         if ctx.rank == 0:
-            ctx.log(f"resuming after epoch {start_epoch} from {last.name}")
+            ctx.log(f"resuming after epoch {st.start_epoch} from {last.name}")
             if ctx.log_path is not None:  # drop lines of the epoch that was cut short
-                ctx.log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+                ctx.log_path.write_text("".join(json.dumps(h) + "\n" for h in st.history))
     elif ctx.rank == 0 and ctx.log_path is not None and ctx.log_path.exists():
         ctx.log_path.unlink()
-    frozen_ref = _frozen_buffers(det)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        seed_e = int(np.random.default_rng([ctx.seed, epoch]).integers(0, 2**31 - 1))
-        torch.manual_seed(seed_e)
-        draws = epoch_draws(labels, n_draws, ctx.seed, epoch, balance)
-        dataset = TrainSegments(train, draws, seed_e)
-        micro = _micro_batches(len(draws), cfg.batch_size, cfg.grad_accum, dist.world_size, dist.rank)
-        loader = make_loader(dataset, batch_sampler=micro, workers=workers, device=ctx.device)
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        n_seen = 0
-        desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        with Progress(ctx, total=len(micro) * cfg.batch_size, desc=desc, unit="seg") as bar:
-            for i, batch in enumerate(loader):
-                batch = to_device(batch, device)
-                try:
-                    with autocast_for(cfg.amp, ctx.device):
-                        loss, logs = det.loss(model, batch)
-                    if not torch.isfinite(loss.detach()).all():
-                        raise TrainingError(
-                            f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {i + 1}; "
-                            + (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt_dir}; "
-                               if epoch > 0 and ckpt_dir is not None else "")
-                            + "try a lower lr (--set lr=...) or --set clip_grad=1.0"
-                        )
-                    (loss / cfg.grad_accum).backward()
-                except torch.cuda.OutOfMemoryError:
-                    raise TrainingError(
-                        f"CUDA out of memory with batch_size={cfg.batch_size}: lower it, e.g. "
-                        f"--set batch_size={max(1, cfg.batch_size // 2)} "
-                        f"--set grad_accum={cfg.grad_accum * 2} keeps the effective batch"
-                    ) from None
-                if (i + 1) % cfg.grad_accum == 0:
-                    _sync_grads(params, dist)
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if scheduler is not None and interval == "step":
-                        scheduler.step()
-                n = batch["label"].shape[0]
-                n_seen += n
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-                for k, v in (logs or {}).items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
-                bar.advance(n * dist.world_size, loss=sums["loss"] / n_seen)
-            rate = bar.rate
-        if scheduler is not None and interval == "epoch":
-            scheduler.step()
-        train_s = time.perf_counter() - t0
-        _check_frozen_unchanged(det, frozen_ref, epoch)
-        vm = _val_metrics(det, val, ctx, val_subset)
-        row = {"epoch": epoch + 1,
-               **{f"train_{k}": distributed.all_reduce_mean(dist, v / max(n_seen, 1))
-                  for k, v in sums.items()},
-               **{f"val_{k}": v for k, v in vm.items()},
-               "lr": optimizer.param_groups[0]["lr"], "train_s": round(train_s, 3),
-               "segments_per_s": round(rate, 2), "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        auc = vm.get("auc")
-        if auc is not None and auc > best["auc"]:
-            best = {"auc": auc, "epoch": epoch + 1,
-                    "state": {k: v.clone() for k, v in det.state_dict().items()}}
-        if ctx.rank == 0:
-            if ctx.log_path is not None:
-                with open(ctx.log_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-            if ckpt_dir is not None:
-                _save(ckpt_dir / "last.pt", {
-                    "version": CHECKPOINT_VERSION, "epoch": epoch, "model": det.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": _rng_state(), "best_auc": best["auc"], "best_epoch": best["epoch"],
-                    "best_state": best["state"], "history": history,
-                    "sampler": {"balance": balance, "draws_per_epoch": n_draws, "seed": ctx.seed},
-                })
-            _epoch_line(ctx, row)
-        distributed.barrier(dist)
 
-    if select == "best" and best["state"] is not None:
-        det.load_state_dict(best["state"])
-        return FitInfo(checkpoint="best-val", epoch=best["epoch"], selection="validation AUC",
-                       val_metrics={"auc": best["auc"]},
-                       notes={"balance": balance, "draws_per_epoch": n_draws,
-                              "history": history})
-    note = "" if select == "last" else "validation AUC undefined; kept the last epoch"
-    return FitInfo(checkpoint="last", epoch=cfg.epochs, selection=note or "last epoch",
-                   val_metrics=history[-1] if history else {},
-                   notes={"balance": balance, "draws_per_epoch": n_draws, "history": history})
+def _epoch(st: _Training, train: Any, val: Any, epoch: int) -> tuple[dict[str, Any], Any]:
+    """Train one epoch, then validate: the epoch's row (as ``epochs.jsonl`` holds it) and
+    its validation AUC (``None`` when undefined)."""
+    t0 = time.perf_counter()
+    sums, n_seen, rate = _train_epoch(st, train, epoch)
+    if st.scheduler is not None and st.interval == "epoch":
+        st.scheduler.step()
+    train_s = time.perf_counter() - t0
+    _check_frozen_unchanged(st.det, st.frozen_ref, epoch)
+    vm = _val_metrics(st.det, val, st.ctx, st.val_subset)
+    row = {"epoch": epoch + 1,
+           **{f"train_{k}": distributed.all_reduce_mean(st.dist, v / max(n_seen, 1))
+              for k, v in sums.items()},
+           **{f"val_{k}": v for k, v in vm.items()},
+           "lr": st.optimizer.param_groups[0]["lr"], "train_s": round(train_s, 3),
+           "segments_per_s": round(rate, 2), "seconds": round(time.perf_counter() - t0, 3)}
+    return row, vm.get("auc")
+
+
+def _train_epoch(st: _Training, train: Any, epoch: int) -> tuple[dict[str, float], int, float]:
+    """One pass over the epoch's draws: ``(summed logs weighted by batch size, segments
+    seen, segments per second)`` on this rank."""
+    from avbench.media.torchdata import TrainSegments
+
+    cfg, ctx = st.cfg, st.ctx
+    seed_e = int(np.random.default_rng([ctx.seed, epoch]).integers(0, 2**31 - 1))
+    torch.manual_seed(seed_e)
+    draws = epoch_draws(st.labels, st.n_draws, ctx.seed, epoch, st.balance)
+    micro = _micro_batches(len(draws), cfg.batch_size, cfg.grad_accum, st.dist.world_size,
+                           st.dist.rank)
+    loader = make_loader(TrainSegments(train, draws, seed_e), batch_sampler=micro,
+                         workers=st.workers, device=ctx.device)
+    st.model.train()
+    st.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    n_seen = 0
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    with Progress(ctx, total=len(micro) * cfg.batch_size, desc=desc, unit="seg") as bar:
+        for i, batch in enumerate(loader):
+            batch = to_device(batch, st.device)
+            loss, logs = _backward(st, batch, epoch, i)
+            if (i + 1) % cfg.grad_accum == 0:
+                _step(st)
+            n = batch["label"].shape[0]
+            n_seen += n
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            for k, v in (logs or {}).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            bar.advance(n * st.dist.world_size, loss=sums["loss"] / n_seen)
+        rate = bar.rate
+    return sums, n_seen, rate
+
+
+def _backward(st: _Training, batch: dict[str, Any], epoch: int, i: int) -> tuple[Any, Any]:
+    """The detector's loss on one micro-batch, its gradient accumulated; a
+    ``TrainingError`` for a non-finite loss or CUDA running out of memory."""
+    cfg = st.cfg
+    try:
+        with autocast_for(cfg.amp, st.ctx.device):
+            loss, logs = st.det.loss(st.model, batch)
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {i + 1}; "
+                + (f"the last good checkpoint (epoch {epoch}) is kept in {st.ckpt_dir}; "
+                   if epoch > 0 and st.ckpt_dir is not None else "")
+                + "try a lower lr (--set lr=...) or --set clip_grad=1.0"
+            )
+        (loss / cfg.grad_accum).backward()
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(
+            f"CUDA out of memory with batch_size={cfg.batch_size}: lower it, e.g. "
+            f"--set batch_size={max(1, cfg.batch_size // 2)} "
+            f"--set grad_accum={cfg.grad_accum * 2} keeps the effective batch"
+        ) from None
+    return loss, logs
+
+
+def _step(st: _Training) -> None:
+    """One optimiser step on the accumulated gradients (averaged over ranks, clipped)."""
+    _sync_grads(st.params, st.dist)
+    if st.cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(st.params, st.cfg.clip_grad)
+    st.optimizer.step()
+    st.optimizer.zero_grad(set_to_none=True)
+    if st.scheduler is not None and st.interval == "step":
+        st.scheduler.step()
+
+
+def _log_row(ctx: RunContext, row: dict[str, Any]) -> None:
+    if ctx.log_path is not None:
+        with open(ctx.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _checkpoint(st: _Training, epoch: int) -> None:
+    """``checkpoints/last.pt`` after ``epoch``: everything :func:`_resume_from` restores."""
+    if st.ckpt_dir is None:
+        return
+    _save(st.ckpt_dir / "last.pt", {
+        "version": CHECKPOINT_VERSION, "epoch": epoch, "model": st.det.state_dict(),
+        "optimizer": st.optimizer.state_dict(),
+        "scheduler": st.scheduler.state_dict() if st.scheduler is not None else None,
+        "rng": _rng_state(), "best_auc": st.best.auc, "best_epoch": st.best.epoch,
+        "best_state": st.best.state, "history": st.history,
+        "sampler": {"balance": st.balance, "draws_per_epoch": st.n_draws, "seed": st.ctx.seed},
+    })
+
+
+def _select(st: _Training) -> FitInfo:
+    """The state the run keeps: the best epoch's by validation AUC (``select=best``, where
+    the AUC was defined), else the last epoch's."""
+    notes = {"balance": st.balance, "draws_per_epoch": st.n_draws, "history": st.history}
+    if st.cfg.select == "best" and st.best.state is not None:
+        st.det.load_state_dict(st.best.state)
+        return FitInfo(checkpoint="best-val", epoch=st.best.epoch, selection="validation AUC",
+                       val_metrics={"auc": st.best.auc}, notes=notes)
+    note = "" if st.cfg.select == "last" else "validation AUC undefined; kept the last epoch"
+    return FitInfo(checkpoint="last", epoch=st.cfg.epochs, selection=note or "last epoch",
+                   val_metrics=st.history[-1] if st.history else {}, notes=notes)
 
 
 def _sync_grads(params: list[torch.nn.Parameter], dist: Any) -> None:

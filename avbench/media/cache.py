@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avbench.detector import samples_per_frame as spf_of
 from avbench.errors import AvbenchError, BadMediaError
 from avbench.io import atomic_write_text
 from avbench.io import available_cores as _available_cores
@@ -188,7 +189,7 @@ class CacheEntry:
 
     @property
     def samples_per_frame(self) -> int:
-        return self.sample_rate // self.fps
+        return spf_of(self.sample_rate, self.fps)
 
     @classmethod
     def from_meta(cls, folder: Path, meta: dict[str, Any]) -> CacheEntry:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avbench.detector import samples_per_frame as spf_of
 from avbench.errors import BadMediaError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,7 +112,7 @@ class Pipeline:
 
     @property
     def samples_per_frame(self) -> int:
-        return self.sample_rate // self.fps
+        return spf_of(self.sample_rate, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,7 +156,7 @@ class Clip:
 
     @property
     def samples_per_frame(self) -> int:
-        return self.sample_rate // self.fps
+        return spf_of(self.sample_rate, self.fps)
 
     @property
     def seconds(self) -> float:

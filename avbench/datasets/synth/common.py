@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
@@ -50,10 +49,9 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int,
         return out
 
     if workers <= 0:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            workers = os.cpu_count() or 1
+        from avbench.io import available_cores
+
+        workers = available_cores()
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         return collect(fn(t) for t in tasks)

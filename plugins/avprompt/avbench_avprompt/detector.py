@@ -193,17 +193,12 @@ class AVPromptDetector(TorchDetector):
 
 def count_parameters(model: AVPromptModel) -> dict[str, Any]:
     """Total, trainable and frozen counts, and the trainable ones by part."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    from avbench.torch_detector import parameter_counts
+
     by_part: dict[str, int] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             depth = 2 if name.startswith(("visual.", "audio.")) else 1
             part = ".".join(name.split(".")[:depth])  # e.g. visual.prompts, audio.fc, head_f
             by_part[part] = by_part.get(part, 0) + p.numel()
-    return {
-        "total": total,
-        "trainable": trainable,
-        "frozen": total - trainable,
-        "trainable_by_part": by_part,
-    }
+    return {**parameter_counts(model), "trainable_by_part": by_part}
