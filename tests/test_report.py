@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from avbench.protocols import split_hash
 from avbench.records import VideoRecord
@@ -169,7 +171,8 @@ def scores_frame(seed: int, ids: list[str], sep: float = 0.4) -> pd.DataFrame:
 
 def write_run(root: Path, detector: str, fold: str, scores: pd.DataFrame, *,
               status: str = "complete", finished: str = "2025-01-02T00:00:00Z",
-              config: dict | None = None, run_id: str | None = None) -> Path:
+              config: dict | None = None, run_id: str | None = None,
+              extra: dict | None = None) -> Path:
     protocol = registered_protocols()["cross-manip"]
     run_id = run_id or f"20250102-{detector}-{fold}"
     path = run_folder(root, "cross-manip", fold, detector, run_id)
@@ -184,7 +187,7 @@ def write_run(root: Path, detector: str, fold: str, scores: pd.DataFrame, *,
                        "file_hash": protocol.file_hash},
         splits={"test": {"dataset": "fakeavceleb", "n": len(recs), "hash": split_hash(recs)}},
         datasets={"fakeavceleb": {"fingerprint": "f" * 64}},
-        seed=3, n_test_videos=len(scores), git_commit="0123abcd",
+        seed=3, n_test_videos=len(scores), git_commit="0123abcd", extra=extra or {},
     ).write(path)
     write_scores(path / "scores.csv", scores)
     return path
@@ -242,11 +245,30 @@ def test_an_older_run_of_a_cell_is_listed_but_not_shown(small_results):
     assert len(re.findall(r"alpha − beta", page)) == 1
 
 
+def test_an_evaluation_only_run_names_the_run_whose_state_it_scored(small_results):
+    write_run(small_results, "alpha", "FVRA-WL", scores_frame(8, IDS),
+              extra={"evaluation_only": True,
+                     "source_run": {"folder": "intra/all/alpha/r1",
+                                    "state": {"file": "state.pt", "sha256": "ab" * 32}}})
+    page = build_page(collect(small_results), registered_protocols())
+    prov = text_of(page[page.index('id="provenance"'):page.index('id="left-out"')])
+    assert (f"evaluation only the saved state of run intra/all/alpha/r1 (state.pt, sha256 "
+            f"{'ab' * 32}), not trained on this protocol") in " ".join(prov.split())
+
+
 def test_the_page_is_the_same_for_the_same_results(small_results, tmp_path):
-    a = write_report(small_results, tmp_path / "a").read_bytes()
+    f = write_report(small_results, tmp_path / "a")
+    assert f.stat().st_mode & 0o777 == 0o644  # a page to share
+    a = f.read_bytes()
     b = write_report(small_results, tmp_path / "b").read_bytes()
     assert a == b
     assert b"<script" not in a and b"http://" not in a and b"https://" not in a  # no network
+    pngs = images(a.decode("utf-8"))
+    assert len(pngs) == 2  # one fold: its ROC curves and its score histograms
+    for png in pngs:
+        with Image.open(io.BytesIO(png)) as im:
+            im.load()  # decodes every row: a truncated file raises
+            assert im.format == "PNG" and im.width > 300 and im.height > 300
 
 
 def test_bad_results_or_out_is_one_line_exit_2(tmp_path, small_results):
@@ -284,25 +306,43 @@ def _chromium() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no chromium/chromium-browser/google-chrome "
-                                                 "on PATH")
-def test_the_page_renders_in_headless_chromium_with_its_figures(small_results, tmp_path):
-    page = write_report(small_results, tmp_path / "page")
-    # a copy with a probe that titles the page with the number of images decoded
-    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
-             " document.title = 'decoded ' + imgs.filter(i => i.complete && i.naturalWidth > 0)"
-             ".length + ' of ' + imgs.length; });</script>")
+def _decoded_in_chromium(page: Path, tmp_path: Path) -> tuple[int, str]:
+    """(images on the page, what Chromium titles a probed copy of it: 'decoded K of N')."""
+    probe = ("<script>window.addEventListener('load', async () => {"
+             " const imgs = [...document.images];"
+             " const done = await Promise.allSettled(imgs.map(i => i.decode()));"
+             " const ok = done.filter((d, k) => d.status === 'fulfilled'"
+             " && imgs[k].naturalWidth > 0).length;"
+             " document.title = 'decoded ' + ok + ' of ' + imgs.length; });</script>")
     probed = tmp_path / "probed.html"
     probed.write_text(page.read_text("utf-8").replace("</body>", probe + "</body>"), "utf-8")
     done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                            "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    n = len(images(page.read_text("utf-8")))
-    assert n >= 2
-    assert f"<title>decoded {n} of {n}</title>" in done.stdout
+    title = re.search(r"<title>(.*?)</title>", done.stdout)
+    return len(images(page.read_text("utf-8"))), title.group(1) if title else ""
+
+
+NO_CHROMIUM = pytest.mark.skipif(_chromium() is None,
+                                 reason="no chromium/chromium-browser/google-chrome on PATH")
+
+
+@NO_CHROMIUM
+def test_the_page_renders_in_headless_chromium_with_its_figures(small_results, tmp_path):
+    page = write_report(small_results, tmp_path / "page")
+    n, title = _decoded_in_chromium(page, tmp_path)
+    assert n >= 2 and title == f"decoded {n} of {n}"
     shot = tmp_path / "shot.png"
     subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                     f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+@NO_CHROMIUM
+def test_the_two_detector_page_opens_in_headless_chromium(real_page, tmp_path):
+    page, _ = real_page
+    n, title = _decoded_in_chromium(page, tmp_path)
+    assert n == 15 and title == "decoded 15 of 15"

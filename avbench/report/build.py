@@ -229,6 +229,13 @@ def _identity_rows(rec: Any, folder: str, role: str) -> list[tuple[str, str]]:
     if isinstance(test, dict):
         rows.append(("test split", f"{test.get('dataset', '')}: {test.get('n_used', test.get('n', ''))} "
                      f"video(s), hash {test.get('hash', '')}"))
+    if rec.extra.get("evaluation_only"):  # avbench eval: scores of another run's state
+        src = rec.extra.get("source_run")
+        src = src if isinstance(src, dict) else {}
+        state = src.get("state") if isinstance(src.get("state"), dict) else {}
+        rows.append(("evaluation only", f"the saved state of run {src.get('folder', '?')} "
+                     f"({state.get('file', '?')}, sha256 {state.get('sha256', '?')}), not "
+                     f"trained on this protocol"))
     ext = det.get("external")
     if isinstance(ext, dict):
         rows.append(("external scores", f"sha256 {ext.get('sha256', '')}"))
@@ -295,4 +302,5 @@ def write_report(results: str | Path, out: str | Path, *,
     html = build_page(runs, protocols, extras=extras)
     f = Path(out) / "index.html"
     atomic_write_text(f, html)
+    f.chmod(0o644)  # a page to share: readable by others (atomic writes create it 0600)
     return f
