@@ -498,6 +498,7 @@ def test_calibrate_neutral_finds_the_threshold_between_the_classes():
         SyncCorrDetector().load_state_dict({"w": 1})
 
 
+@pytest.mark.slow
 def test_mfcc_logreg_separates_fake_audio_not_fvra_on_the_synthetic_benchmark(synthetic_media):
     det = MfccLogRegDetector()
     spec = det.input_spec()

@@ -102,6 +102,7 @@ def test_every_section_runs_and_the_json_holds_every_figure(full_run):
     assert "stock attention" in r.output and "class token" in r.output
 
 
+@pytest.mark.slow
 def test_targets_on_a_tiny_cpu_run_are_not_judged(full_run):
     _, doc = full_run
     by = {t["name"]: t for t in doc["targets"]}

@@ -47,6 +47,7 @@ def test_loss_falls_and_epochs_are_logged(trained):
     assert "epoch 6 | loss" in r.stdout  # plain lines in quiet mode
 
 
+@pytest.mark.slow
 def test_run_folder_is_complete_and_honest(trained, synthetic_root):
     run_dir, _ = trained
     info = json.loads((run_dir / "run.json").read_text())

@@ -255,6 +255,7 @@ def test_decode_crops_with_the_default_detector(clips) -> None:
     assert (brief.face_found, brief.face_searched) == (1, 4)  # frames 0, 10, 20, 24 searched
 
 
+@pytest.mark.slow
 def test_a_face_crop_is_the_same_in_a_fresh_process(clips) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -339,6 +339,7 @@ def test_run_identity_and_resume_end_to_end(ident_cli):
     assert runs[failed]["identity"] == first["identity"]
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_not_resumed_again(ident_cli):
     err = CheckpointError("checkpoints/last.pt", "truncated (1024 of 4096 bytes)")
     r = ident_cli(error=err)

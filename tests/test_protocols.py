@@ -200,6 +200,7 @@ def test_user_protocol_file_runs_by_path(synthetic_root, tmp_path):
     assert json.loads(run_json.read_text())["protocol"]["name"] == "my-intra"
 
 
+@pytest.mark.slow
 def test_cross_manip_runs_every_fold_and_table_2_shows_them(synthetic_root, tmp_path):
     out = tmp_path / "res"
     r = run_cli(["run", "-d", "sync-corr", "-p", "cross-manip", "--data",
