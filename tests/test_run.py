@@ -53,9 +53,17 @@ def test_baselines_write_complete_result_folders(runs, det):
         state = np.load(d / "state.npz")
         assert len(state.files) > 0
         assert scores["score_a"].notna().all()
-    else:
+    else:  # training-free, but its threshold is calibrated on val: that is its state
         assert info["checkpoint"]["checkpoint"] == "none"
-        assert not (d / "state.npz").exists()
+        state = np.load(d / "state.npz")
+        assert state.files == ["r_neutral"]
+        assert float(state["r_neutral"]) == info["checkpoint"]["notes"]["r_neutral"]
+    # the ids of every video fit saw, as eval checks them: they hash to the recorded splits
+    fit = json.loads((d / "fit_videos.json").read_text())
+    assert sorted(fit) == ["train", "val"]
+    for name, entry in fit.items():
+        assert entry["hash"] == info["splits"][name]["hash"]
+        assert len(entry["ids"]) == info["splits"][name]["n"]
 
 
 @pytest.mark.parametrize("det", ["sync-corr", "mfcc-logreg"])

@@ -22,6 +22,7 @@ from typing import Any
 from avbench.config import config_hash, config_to_dict
 from avbench.detector import Detector, RunContext
 from avbench.engine import distributed
+from avbench.engine.restore import write_fit_videos
 from avbench.errors import (
     AvbenchError,
     BadMediaError,
@@ -118,7 +119,7 @@ def _versions(info: Any) -> dict[str, Any]:
     return v
 
 
-_PATH_OPTIONS = ("--out", "--cache", "--plugins-dir")
+_PATH_OPTIONS = ("--out", "--cache", "--plugins-dir", "--from")
 
 
 def _is_path(value: str) -> bool:
@@ -334,6 +335,7 @@ def _run_fold(f: FoldRun, adapters: dict[str, Any]) -> Path | None:
     def steps() -> Path | None:
         if f.dist.rank == 0:
             f.record.write(f.run_dir)
+            write_fit_videos(f.run_dir, f.splits)
         prepare_media(f)
         _fit(f)
         return score_and_record(f)
