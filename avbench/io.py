@@ -1,8 +1,10 @@
 """Writing files so that a reader never sees half of one, and the cores a worker pool may use.
 
 ``atomic_write_bytes`` writes to a temporary name in the target's folder, syncs, and renames
-it into place: a crash leaves the previous file (or none), never a torn one. An ``OSError``
-that names no file (a full disk, a short write) is re-raised naming the target.
+it into place: a crash leaves the previous file (or none), never a torn one. The file gets the
+permissions a plain ``open()`` would give it (0666 less the umask), not the temporary file's
+0600, so results stay readable by others. An ``OSError`` that names no file (a full disk, a
+short write) is re-raised naming the target.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
@@ -30,6 +33,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

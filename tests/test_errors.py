@@ -261,6 +261,16 @@ def test_atomic_writes_name_their_path_when_the_disk_is_full(monkeypatch, tmp_pa
     assert line.startswith(f"{target}: disk full") and code == 1
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "run.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == mode
+
+
 def test_a_full_disk_through_the_cli(monkeypatch, synthetic_root, tmp_path):
     lists = tmp_path / "lists"
     _full_disk(monkeypatch)
