@@ -13,8 +13,9 @@
 #
 # Then the real thing end to end: `avbench run` of avprompt at full size (random frozen
 # towers) on the intra protocol of a scaled synthetic set (SCALE, default 8), media prepared
-# with every core, for E2E_EPOCHS epochs (default 2); it prints each epoch's wall time and
-# training rate from the run's epochs.jsonl. E2E_ONLY=1 skips the bench; DEVICE=cpu with
+# with every core, for E2E_EPOCHS epochs (default 2); it prints each epoch's wall time,
+# training rate, the share of training time spent waiting for data (epochs.jsonl's
+# data_wait_s) and the MFU (the rate x the bench's training FLOPs per clip / peak). E2E_ONLY=1 skips the bench; DEVICE=cpu with
 # BACKBONE=tiny checks the script itself on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,12 +52,27 @@ e2e="$OUT/e2e-$stamp"
   --data "fakeavceleb=synthetic?scale=${SCALE:-8}" --workers "$(nproc)" \
   --set backbone="${BACKBONE:-full}" --set clip_weights=random --set whisper_weights=random \
   --set epochs="${E2E_EPOCHS:-2}" --set batch_size="${BATCH:-32}" 2>&1 | tee "$e2e.txt"
-"$PY" - "$e2e" <<'EOF' | tee -a "$e2e.txt"
+bench_json=""
+if [ -z "${E2E_ONLY:-}" ]; then bench_json="$OUT/gpu-$stamp.json"; fi
+"$PY" - "$e2e" "$bench_json" "${BATCH:-32}" <<'EOF' | tee -a "$e2e.txt"
+# each epoch's wall time, the share of the training time spent waiting for data, and the
+# model FLOPs utilisation: segments/s x the bench's training FLOPs per clip / the GPU's peak
 import json, pathlib, sys
-for f in sorted(pathlib.Path(sys.argv[1]).rglob("epochs.jsonl")):
+run, bench, batch = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+flops = peak = None
+if bench and pathlib.Path(bench).is_file():
+    model = json.loads(pathlib.Path(bench).read_text()).get("model") or {}
+    train = model.get("train") or {}
+    if model.get("batch") == batch:
+        flops, peak = train.get("flops_per_clip"), train.get("peak_tflops")
+for f in sorted(run.rglob("epochs.jsonl")):
     for line in f.read_text().splitlines():
         e = json.loads(line)
-        print(f"e2e epoch {e['epoch']}: {e['seconds']:.1f} s wall, training "
-              f"{e['segments_per_s']:.0f} segments/s ({e['train_s']:.1f} s)")
+        rate = e["segments_per_s"]
+        mfu = (f", MFU {100 * rate * flops / (peak * 1e12):.1f} %" if flops and peak
+               else ", MFU n/a (needs the bench's FLOPs and the GPU's peak)")
+        print(f"e2e epoch {e['epoch']}: {e['seconds']:.1f} s wall, training {rate:.0f} "
+              f"segments/s ({e['train_s']:.1f} s), waiting for data "
+              f"{100 * e['data_wait_s'] / max(e['train_s'], 1e-9):.1f} % of it{mfu}")
 EOF
 echo "wrote $e2e.txt"

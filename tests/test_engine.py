@@ -44,6 +44,8 @@ def test_loss_falls_and_epochs_are_logged(trained):
     assert [x["epoch"] for x in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert all(x["val_auc"] is not None and x["segments_per_s"] > 0 for x in rows)
+    # the time the step waited for data is logged, and is part of the epoch's training time
+    assert all(0 < x["data_wait_s"] <= x["train_s"] for x in rows)
     assert "epoch 6 | loss" in r.stdout  # plain lines in quiet mode
 
 

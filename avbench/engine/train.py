@@ -352,7 +352,7 @@ def _epoch(st: _Training, train: Any, val: Any, epoch: int) -> tuple[dict[str, A
     """Train one epoch, then validate: the epoch's row (as ``epochs.jsonl`` holds it) and
     its validation AUC (``None`` when undefined)."""
     t0 = time.perf_counter()
-    sums, n_seen, rate = _train_epoch(st, train, epoch)
+    sums, n_seen, rate, wait = _train_epoch(st, train, epoch)
     if st.scheduler is not None and st.interval == "epoch":
         st.scheduler.step()
     train_s = time.perf_counter() - t0
@@ -363,13 +363,17 @@ def _epoch(st: _Training, train: Any, val: Any, epoch: int) -> tuple[dict[str, A
               for k, v in sums.items()},
            **{f"val_{k}": v for k, v in vm.items()},
            "lr": st.optimizer.param_groups[0]["lr"], "train_s": round(train_s, 3),
-           "segments_per_s": round(rate, 2), "seconds": round(time.perf_counter() - t0, 3)}
+           "segments_per_s": round(rate, 2), "data_wait_s": round(wait, 3),
+           "seconds": round(time.perf_counter() - t0, 3)}
     return row, vm.get("auc")
 
 
-def _train_epoch(st: _Training, train: Any, epoch: int) -> tuple[dict[str, float], int, float]:
+def _train_epoch(st: _Training, train: Any,
+                 epoch: int) -> tuple[dict[str, float], int, float, float]:
     """One pass over the epoch's draws: ``(summed logs weighted by batch size, segments
-    seen, segments per second)`` on this rank."""
+    seen, segments per second, seconds waited for data)`` on this rank. The wait is the
+    time from asking the loader for a batch to having it on the device; each step ends in
+    ``float(loss)``, which waits for the device, so the wait is time the device sat idle."""
     from avbench.media.torchdata import TrainSegments
 
     cfg, ctx = st.cfg, st.ctx
@@ -383,11 +387,17 @@ def _train_epoch(st: _Training, train: Any, epoch: int) -> tuple[dict[str, float
     st.model.train()
     st.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    n_seen = 0
+    n_seen, wait = 0, 0.0
     desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    batches = iter(loader)
     with Progress(ctx, total=len(micro) * cfg.batch_size, desc=desc, unit="seg") as bar:
-        for i, batch in enumerate(loader):
+        for i in itertools.count():
+            t = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
             batch = to_device(batch, st.device)
+            wait += time.perf_counter() - t
             loss, logs = _backward(st, batch, epoch, i)
             if (i + 1) % cfg.grad_accum == 0:
                 _step(st)
@@ -398,7 +408,7 @@ def _train_epoch(st: _Training, train: Any, epoch: int) -> tuple[dict[str, float
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             bar.advance(n * st.dist.world_size, loss=sums["loss"] / n_seen)
         rate = bar.rate
-    return sums, n_seen, rate
+    return sums, n_seen, rate, wait
 
 
 def _backward(st: _Training, batch: dict[str, Any], epoch: int, i: int) -> tuple[Any, Any]:
