@@ -91,6 +91,10 @@ class RunIdentity:
     avbench: str
     plugin: str
     plugin_version: str
+    #: for an evaluation-only run (``avbench eval``): the protocol and fold of the run whose
+    #: saved state it scored, and a hash of that run's identity up to the seed, e.g.
+    #: ``intra/all 3f2a...``; empty for a run that trained what it scored
+    trained_on: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -103,6 +107,9 @@ class RunIdentity:
             raise ValueError(f"{where} is not an object")
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name == "trained_on" and f.name not in d:  # records written before it
+                kw[f.name] = ""
+                continue
             if f.name not in d:
                 raise ValueError(f"{where} has no {f.name!r}")
             v = d[f.name]
@@ -148,7 +155,8 @@ class RunIdentity:
     def label(self) -> str:
         """Short, for footnotes: ``config 1a2b3c4d, protocol intra v1``."""
         return (f"config {self.config_hash[:8] or '?'}, protocol {self.protocol} "
-                f"v{self.protocol_version}")
+                f"v{self.protocol_version}"
+                + (f", trained under {self.trained_on.split()[0]}" if self.trained_on else ""))
 
 
 def _short(v: Any) -> str:
@@ -257,7 +265,22 @@ class RunRecord:
             avbench=str(self.versions.get("avbench") or ""),
             plugin=plugin,
             plugin_version=plugin_version,
+            trained_on=self._trained_on(),
         )
+
+    def _trained_on(self) -> str:
+        """:attr:`RunIdentity.trained_on` from the ``source_run`` block of an evaluation-only
+        record: two evaluations are one experiment up to the seed only if the runs they
+        scored were."""
+        src = self.extra.get("source_run") if self.extra.get("evaluation_only") else None
+        ident = src.get("identity") if isinstance(src, dict) else None
+        if not isinstance(ident, dict):
+            return ""
+        import hashlib
+
+        up_to_seed = {k: v for k, v in ident.items() if k != "seed"}
+        digest = hashlib.sha256(json.dumps(up_to_seed, sort_keys=True).encode()).hexdigest()
+        return f"{ident.get('protocol', '?')}/{ident.get('fold', '?')} {digest[:16]}"
 
     # -- the names tables use ---------------------------------------------------------------
 

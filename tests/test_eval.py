@@ -86,6 +86,10 @@ def test_eval_on_cross_dataset_is_a_verified_evaluation_only_run(trained, synthe
                      "--format", "csv", "--no-published"])
     assert table.exit_code == 0, table.output
     assert "mfcc-logreg" in table.stdout
+    # its cell says what the scores are of: a model trained under another protocol
+    md = run_cli(["table", "--protocol", "cross-dataset", "--results", str(out),
+                  "--format", "markdown", "--no-published"])
+    assert "scored by avbench eval from a run trained under intra/all" in md.stdout
 
 
 @pytest.mark.slow

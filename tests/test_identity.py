@@ -111,11 +111,41 @@ def test_record_round_trips_through_one_code_path(tmp_path):
         "detector": "alpha", "config_hash": rec.config_hash, "protocol": "intra",
         "protocol_version": "1", "protocol_file_hash": "f" * 16, "fold": "all", "seed": 0,
         "datasets": {"fakeavceleb": "fp1"}, "avbench": "0.1.0", "plugin": "p",
-        "plugin_version": "1.0"}
+        "plugin_version": "1.0", "trained_on": ""}
     back = read_run(tmp_path)
     assert back == rec and back.path == tmp_path
     assert back.to_dict() == d and back.to_json() == (tmp_path / "run.json").read_text()
     assert back.identity == rec.identity
+
+
+def test_an_evaluation_is_its_own_experiment_up_to_the_source_runs_seed(tmp_path):
+    """Scores of a model trained under intra, scored on cross-dataset by avbench eval, never
+    share a cell's identity with a run trained under cross-dataset; two evaluations share
+    one up to the seed when the runs they scored did."""
+
+    def source(seed, protocol="intra"):
+        return {"identity": {"detector": "alpha", "protocol": protocol, "fold": "all",
+                             "seed": seed, "config_hash": "c" * 16}}
+
+    def record(src):
+        rec = RunRecord(detector_info={"name": "alpha", "config_hash": "c" * 16},
+                        protocol_info={"name": "cross-dataset", "version": "1"}, seed=0)
+        if src is not None:
+            rec.extra.update(evaluation_only=True, source_run=src)
+        return rec
+
+    trained = record(None).identity
+    ev0, ev1 = record(source(0)).identity, record(source(1)).identity
+    other = record(source(0, protocol="cross-manip")).identity
+    assert trained.trained_on == "" and ev0.trained_on.startswith("intra/all ")
+    assert ev0 != trained and ev0.without_seed() != trained.without_seed()
+    assert ev0.without_seed().trained_on == ev1.without_seed().trained_on
+    assert other.trained_on != ev0.trained_on
+    assert "trained under intra/all" in ev0.label()
+    # the identity block of an older record, without the field, still reads
+    d = ev0.to_dict()
+    d.pop("trained_on")
+    assert type(ev0).from_dict(d).trained_on == ""
 
 
 @pytest.mark.parametrize(("change", "message"), [

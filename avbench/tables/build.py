@@ -312,8 +312,11 @@ class _Pool:
             cfg = f"config {next(iter(configs))}"
         else:
             cfg = "; ".join(f"config {h} ({', '.join(w)})" for h, w in configs.items())
+        trained = sorted({i.trained_on.split()[0] for i in mine.values() if i.trained_on})
+        evaluated = (f"; scored by avbench eval from a run trained under {', '.join(trained)}"
+                     if trained else "")
         return (f"{detector}: {cfg}; protocol "
-                + ", ".join(f"{p} v{v}" for p, v in protos) + ".")
+                + ", ".join(f"{p} v{v}" for p, v in protos) + evaluated + ".")
 
     def cell(self, detector: str, col: Column) -> Cell:
         assert col.protocol is not None
