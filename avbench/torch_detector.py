@@ -184,7 +184,7 @@ class TorchDetector(Detector):
         return evaluate_torch(self, data, ctx)
 
     def predict(self, batch: SegmentBatch, ctx: RunContext) -> dict[str, np.ndarray]:
-        from avbench.engine.evaluate import batch_to_tensors
+        from avbench.engine.device import batch_to_tensors
 
         model = self.model.to(ctx.device).eval()
         with torch.inference_mode():

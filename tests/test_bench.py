@@ -194,7 +194,7 @@ def test_targets_are_judged_from_the_figures():
     assert not [t for t in targets(doc) if "floor" in t["name"]]
 
 def test_keep_freed_memory_is_for_the_cpu_only():
-    from avbench.engine.evaluate import keep_freed_memory
+    from avbench.engine.device import keep_freed_memory
 
     assert keep_freed_memory("cuda") is False
     assert keep_freed_memory("cpu") in (True, False)

@@ -102,7 +102,7 @@ def _segment_batch(det, n: int = 3):
 def test_avprompt_frame_features_are_its_aligned_features_per_frame():
     import torch
 
-    from avbench.engine.evaluate import batch_to_tensors
+    from avbench.engine.device import batch_to_tensors
 
     det = _tiny()
     batch = _segment_batch(det)
@@ -138,7 +138,7 @@ def test_the_figure_command_draws_every_test_video_per_category(trained, synthet
     import torch
     import torch.nn.functional as F
 
-    from avbench.engine.evaluate import batch_to_tensors
+    from avbench.engine.device import batch_to_tensors
     from avbench.figures import load_trained, scored_split
     from avbench.media.cache import PreparedCache, prepare
     from avbench.media.videoset import VideoSet, pipeline_for_spec

@@ -386,6 +386,7 @@ def test_a_corrupt_checkpoint_is_not_resumed_again(ident_cli):
     assert len(runs) == 2 and runs[failed]["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_second_process_is_kept_out_of_a_run_folder(ident_cli, holder):
     r = ident_cli(error=RuntimeError("boom"))
     (failed,) = _runs(ident_cli.base)

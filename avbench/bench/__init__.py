@@ -241,7 +241,7 @@ def run_bench(opts: BenchOptions, console: Any = None) -> dict[str, Any]:
                                                        pipeline, spec.frames,
                                                        reads=100 * prof.clips)
             if "loader" in opts.sections:
-                from avbench.engine.evaluate import resolve_workers
+                from avbench.engine.device import resolve_workers
 
                 workers = opts.workers if opts.workers is not None else resolve_workers(-1)
                 say(f"loader: DataLoader throughput (engine workers here: {workers})")

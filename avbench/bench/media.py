@@ -239,7 +239,7 @@ def prepare_media(media: dict[str, list[Path]], folder: Path, pipeline: Any, spe
 def _loader_rate(videoset: Any, workers: int, batch: int, n_batches: int, device: str) -> float:
     """Segments per second the engine's DataLoader delivers (after its first batch, which
     pays for starting the workers)."""
-    from avbench.engine.evaluate import make_loader
+    from avbench.engine.device import make_loader
     from avbench.media.torchdata import TrainSegments
 
     draws = np.arange(batch * (n_batches + 1)) % len(videoset)

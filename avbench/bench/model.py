@@ -152,7 +152,7 @@ class Steps:
     and :func:`avbench.engine.evaluate.evaluate_torch`), and the detector's floors."""
 
     def __init__(self, det: Any, device: str, batch: int, seed: int = 0) -> None:
-        from avbench.engine.evaluate import autocast_for, keep_freed_memory
+        from avbench.engine.device import autocast_for, keep_freed_memory
         from avbench.errors import PluginError
 
         self.malloc_tuned = keep_freed_memory(device)  # as fit_torch and evaluate_torch do
@@ -187,7 +187,7 @@ class Steps:
             torch.cuda.synchronize(self.device)
 
     def _to_device(self) -> dict[str, torch.Tensor]:
-        from avbench.engine.evaluate import to_device
+        from avbench.engine.device import to_device
 
         return to_device(self.cpu_batch, self.device)
 

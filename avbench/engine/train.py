@@ -31,15 +31,15 @@ import torch
 
 from avbench.detector import FitInfo, RunContext
 from avbench.engine import distributed
-from avbench.engine.evaluate import (
+from avbench.engine.device import (
     autocast_for,
     dist_of,
-    evaluate_torch,
     keep_freed_memory,
     make_loader,
     resolve_workers,
     to_device,
 )
+from avbench.engine.evaluate import evaluate_torch
 from avbench.engine.progress import Progress
 from avbench.errors import CheckpointError, TrainingError
 from avbench.io import atomic_write_bytes

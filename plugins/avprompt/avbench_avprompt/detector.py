@@ -118,7 +118,7 @@ class AVPromptDetector(TorchDetector):
         ``ctx`` gives the device (default: the CPU). A variant without both branches has
         no aligned features: ValueError.
         """
-        from avbench.engine.evaluate import autocast_for, batch_to_tensors
+        from avbench.engine.device import autocast_for, batch_to_tensors
 
         if self.model.conv_v is None or self.model.conv_a is None:
             raise ValueError(f"{self.name} has no audio-visual frame features: it needs both "

@@ -34,6 +34,7 @@ def test_every_variant_writes_a_complete_run(results):
         assert prov["clip" if name != "avprompt-audio-only" else "whisper"]["preset"] == "tiny"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("table", "rows"), [
     (4, ["avprompt-audio-only", "avprompt-visual-only", "avprompt-no-cmfm", "avprompt"]),
     (5, ["avprompt-no-la", "avprompt-no-lv", "avprompt-vpt-replace", "avprompt-segment-loss"]),
