@@ -81,6 +81,7 @@ def test_run_folder_is_complete_and_honest(trained, synthetic_root):
     assert "fakeavceleb=<path>" in info["command"]
 
 
+@pytest.mark.slow
 def test_best_on_validation_is_the_default_and_recorded(synthetic_root, tmp_path):
     r = run_cli(_run_args(synthetic_root, tmp_path, "--set", "epochs=2"))
     assert r.exit_code == 0, r.output

@@ -102,6 +102,7 @@ def _boom_plugin(where: str):
     return plugin
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("where", "method", "marker"), [
     ("loss", "BoomDetector.loss()", "# boom-loss"),
     ("build_model", "BoomDetector.build_model()", "# boom-build"),

@@ -31,6 +31,7 @@ def _run_dir(out, det):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("det", ["sync-corr", "mfcc-logreg"])
 def test_baselines_write_complete_result_folders(runs, det):
     d = _run_dir(runs, det)
@@ -66,6 +67,7 @@ def test_baselines_write_complete_result_folders(runs, det):
         assert len(entry["ids"]) == info["splits"][name]["n"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("det", ["sync-corr", "mfcc-logreg"])
 def test_metrics_equal_scikit_learn_on_the_written_scores(runs, det):
     d = _run_dir(runs, det)
@@ -80,6 +82,7 @@ def test_metrics_equal_scikit_learn_on_the_written_scores(runs, det):
     assert again["auc"].hi == pytest.approx(m["auc"]["ci95"][1], abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["rich", "markdown", "latex", "csv"])
 def test_table_1_from_the_run_folders_in_every_format(runs, fmt):
     r = run_cli(["table", "--table", "1", "--results", str(runs), "--format", fmt])
@@ -177,6 +180,7 @@ def test_data_check_lists_every_unreadable_file(synthetic_root, tmp_path):
     assert r.exit_code == 0 and "319 videos" in r.stdout
 
 
+@pytest.mark.slow
 def test_rich_tables_never_truncate_numbers_on_narrow_terminals(runs):
     r = run_cli(["table", "--table", "1", "--results", str(runs)], env={"COLUMNS": "60"})
     assert r.exit_code == 0

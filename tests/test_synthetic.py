@@ -40,6 +40,7 @@ def index(synthetic_root):
     return FakeAVCelebAdapter().index(synthetic_root)
 
 
+@pytest.mark.slow
 def test_each_generated_set_is_marked_with_what_made_it(synthetic_root, synthetic_kodf_root):
     """The marker that makes a generated folder reusable names its generator, scale, seed and
     version (the folder's key), and is written only once every clip is there."""
