@@ -104,6 +104,7 @@ def _corrupt_copy(src, dst):
     return euro[:2]
 
 
+@pytest.mark.slow
 def test_a_run_over_bad_media_completes_and_reports_it(synthetic_root, tmp_path):
     root = tmp_path / "FakeAVCeleb_v1.2"
     bad = _corrupt_copy(synthetic_root, root)
