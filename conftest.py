@@ -53,3 +53,14 @@ def _isolated_environment(avbench_cache):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+#: fixtures whose first use generates a synthetic set (half a minute): the tests that take
+#: them belong to the full suite, not to the quick one (``pytest -m "not slow"``)
+GENERATING = {"synthetic_root", "synthetic_kodf_root", "synthetic_benchmark"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if GENERATING & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
