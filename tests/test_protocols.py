@@ -90,7 +90,7 @@ def _check_ethnic(splits):
     assert not (idents["val"] & idents["test"])
 
 
-@pytest.mark.parametrize("which", ["excerpt_index", "synthetic_index"])
+@pytest.mark.parametrize("which", ["excerpt_index", pytest.param("synthetic_index", marks=pytest.mark.slow)])
 def test_intra_is_the_ethnic_split_with_every_manipulation(which, request):
     index = request.getfixturevalue(which)
     splits = build_splits(_proto("intra"), None, index)
@@ -99,7 +99,7 @@ def test_intra_is_the_ethnic_split_with_every_manipulation(which, request):
     assert set().union(*({r.id for r in s.records} for s in splits.values())) == everything
 
 
-@pytest.mark.parametrize("which", ["excerpt_index", "synthetic_index"])
+@pytest.mark.parametrize("which", ["excerpt_index", pytest.param("synthetic_index", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fold", FOLDS)
 def test_cross_manip_folds(which, fold, request):
     index = request.getfixturevalue(which)
