@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from avbench.metrics import METRICS
-from avbench.tables.build import BOOT_SEED, N_BOOT
+from avbench.tables.build import BOOT_SEED, METRIC_NAMES, N_BOOT
 
 #: the columns of a report's metrics table, in order
 METRIC_ORDER = tuple(m for m in ("acc", "ap", "auc", "acc_v", "auc_v", "acc_a", "auc_a")
                      if m in METRICS)
-METRIC_LABELS = {"acc": "Acc", "ap": "AP", "auc": "AUC", "acc_v": "Acc_v", "auc_v": "AUC_v",
-                 "acc_a": "Acc_a", "auc_a": "AUC_a"}
+METRIC_LABELS = METRIC_NAMES
 
 
 def run_metrics(scores: Any) -> dict[str, Any]:
@@ -62,21 +61,13 @@ def _test_hash(run: Any) -> str | None:
 def paired(a: Any, b: Any) -> tuple[Any, Any, Any] | str:
     """``(labels, scores of a, scores of b)`` over the videos both runs scored, paired by
     (dataset, id) in id order; or the reason the two runs cannot be paired."""
+    from avbench.tables.compare import paired_scores
+
     ha, hb = _test_hash(a.run), _test_hash(b.run)
     if ha is None or hb is None or ha != hb:
         return (f"different test videos (test split hash {ha or 'none'} against "
                 f"{hb or 'none'})")
-    cols = ["id", "label", "score"]
-    left = a.scores.assign(dataset=a.scores.get("dataset", ""))[["dataset", *cols]]
-    right = b.scores.assign(dataset=b.scores.get("dataset", ""))[["dataset", *cols]]
-    both = left.merge(right, on=["dataset", "id"], suffixes=("_a", "_b"), validate="1:1")
-    if len(both) == 0:
-        return "no test video in common"
-    if not (both["label_a"] == both["label_b"]).all():
-        return "the runs give the same video different labels"
-    both = both.sort_values(["dataset", "id"], kind="stable")
-    return (both["label_a"].to_numpy(dtype=int), both["score_a"].to_numpy(dtype=float),
-            both["score_b"].to_numpy(dtype=float))
+    return paired_scores(a.scores, b.scores)
 
 
 def _average_precision(y: Any, s: Any) -> float:

@@ -32,20 +32,27 @@ def footnote(reference: str) -> str:
             f"{SEED}). Averages are not tested.")
 
 
-def _aligned(ref: Any, other: Any, skey: str, lkey: str) -> tuple[np.ndarray, ...] | str:
-    """Labels and both score arrays in one video order, or why the runs cannot be paired."""
+def paired_scores(ref: Any, other: Any, skey: str = "score",
+                  lkey: str = "label") -> tuple[np.ndarray, ...] | str:
+    """Labels and both runs' ``skey`` scores over the same test videos, paired by
+    (dataset, id) in that order; or the reason the two score tables cannot be paired (the
+    same videos with the same labels, or nothing)."""
+    frames = []
     for df in (ref, other):
         if skey not in df or df[skey].isna().all():
             return f"no {skey} column"
-    a = ref.set_index(["dataset", "id"]) if "dataset" in ref else ref.set_index("id")
-    b = other.set_index(["dataset", "id"]) if "dataset" in other else other.set_index("id")
-    if len(a) != len(b) or not a.index.sort_values().equals(b.index.sort_values()):
+        frames.append(df.assign(dataset=df.get("dataset", ""))
+                      [["dataset", "id", lkey, skey]])
+    a, b = frames
+    both = a.merge(b, on=["dataset", "id"], suffixes=("_a", "_b"))
+    if not (len(both) == len(a) == len(b)):
         return "the two runs scored different test videos"
-    b = b.loc[a.index]
-    y = a[lkey].to_numpy(dtype=np.int64)
-    if not np.array_equal(y, b[lkey].to_numpy(dtype=np.int64)):
+    if not (both[f"{lkey}_a"] == both[f"{lkey}_b"]).all():
         return "the two runs give the same videos different labels"
-    return y, a[skey].to_numpy(dtype=np.float64), b[skey].to_numpy(dtype=np.float64)
+    both = both.sort_values(["dataset", "id"], kind="stable")
+    return (both[f"{lkey}_a"].to_numpy(dtype=np.int64),
+            both[f"{skey}_a"].to_numpy(dtype=np.float64),
+            both[f"{skey}_b"].to_numpy(dtype=np.float64))
 
 
 def p_value(metric: str, ref: Any, other: Any) -> float | str:
@@ -53,7 +60,7 @@ def p_value(metric: str, ref: Any, other: Any) -> float | str:
     from avbench import significance
 
     skey, lkey, kind = _SPEC[metric]
-    got = _aligned(ref, other, skey, lkey)
+    got = paired_scores(ref, other, skey, lkey)
     if isinstance(got, str):
         return got
     y, s_ref, s_other = got
@@ -112,4 +119,4 @@ def mark_cells(number: int, rows: list[Any], columns: list[Any], pool: Any, refe
     notes.insert(0, footnote(reference))
 
 
-__all__ = ["ALPHA", "MARK", "footnote", "mark_cells", "p_value"]
+__all__ = ["ALPHA", "MARK", "footnote", "mark_cells", "p_value", "paired_scores"]
