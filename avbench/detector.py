@@ -104,7 +104,7 @@ class SegmentBatch:
 
 
 class VideoSetLike(Protocol):
-    """What ``fit`` receives for train and val (implemented by avbench.media.VideoSet)."""
+    """What ``fit`` receives for train and val (implemented by avbench.media.videoset.VideoSet)."""
 
     records: list[VideoRecord]
     spec: InputSpec

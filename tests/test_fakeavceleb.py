@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from avbench.datasets.fakeavceleb import CATEGORIES, FakeAVCelebAdapter
+from avbench.datasets.synth.writer import write_av
 from avbench.errors import DataError
-from avbench.media.encode import write_av
 from avbench.records import FILTER_FIELDS
 
 # the project's reference folder, beside the checkout where it exists

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from avbench.datasets.kodf import KoDFAdapter, normalise_gender
+from avbench.datasets.synth.writer import write_av
 from avbench.errors import DataError
-from avbench.media.encode import write_av
 
 VIDEOS = [
     "original_videos/aaa111/aaa111_000.mp4",

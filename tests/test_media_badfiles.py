@@ -9,10 +9,10 @@ import av
 import numpy as np
 import pytest
 
+from avbench.datasets.synth.writer import write_av
 from avbench.errors import BadMediaError
 from avbench.media.cache import PreparedCache, prepare
 from avbench.media.decode import Pipeline, decode
-from avbench.media.encode import write_av
 
 PIPE = Pipeline(size=16)
 

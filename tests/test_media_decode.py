@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from avbench.datasets.synth.writer import write_av
 from avbench.media.decode import PIPELINE_VERSION, Pipeline, decode
-from avbench.media.encode import write_av
 
 SPF = 640
 DARK, LIT = 20, 230

@@ -41,7 +41,7 @@ def write_tiny_fakeavceleb(out: Path, seed: int = 0) -> None:
     for row in ROWS:
         directory = f"FakeAVCeleb/{row[5]}/{row[6]}/{row[7]}/{row[0]}"
         lines.append(",".join((*row, directory)))
-        from avbench.media.encode import write_av
+        from avbench.datasets.synth.writer import write_av
 
         write_av(out / directory.split("/", 1)[1] / row[8],
                  rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8),

@@ -292,7 +292,7 @@ def test_many_links_stay_fast(tmp_path):
 def test_kodf_with_a_loop_and_a_link_to_root(tmp_path):
     import numpy as np
 
-    from avbench.media.encode import write_av
+    from avbench.datasets.synth.writer import write_av
 
     root = tmp_path / "kodf"
     for rel in ("original_videos/p/a.mp4", "synthesized_videos/dfl/p/b.mp4"):

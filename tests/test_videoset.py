@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avbench.datasets.synth.writer import write_av
 from avbench.detector import InputSpec, VideoSetLike
 from avbench.errors import ConfigError
 from avbench.media.cache import PreparedCache, prepare
 from avbench.media.decode import Pipeline, decode
-from avbench.media.encode import write_av
 from avbench.media.segments import eval_starts, loop_pad, random_start
 from avbench.media.videoset import VideoSet, pipeline_for_spec
 from avbench.records import VideoRecord
@@ -145,7 +145,7 @@ def test_segments_read_alone_equal_the_same_frames_read_in_sequence(prepared) ->
             np.testing.assert_array_equal(video, wholes[i][s : s + T])
         else:
             np.testing.assert_array_equal(video, wholes[i][np.arange(T) % vs.n_frames(i)])
-    assert len(cache._reader._decoders) == 1
+    assert len(cache._decoders) == 1
 
 
 def test_modalities_are_honoured(prepared) -> None:
@@ -156,7 +156,7 @@ def test_modalities_are_honoured(prepared) -> None:
     )
     video, audio = audio_only.segment(0, 0)
     assert video is None and audio.shape == (T * SPF,)
-    assert fresh._reader._decoders == {}  # no frame was decoded
+    assert fresh._decoders == {}  # no frame was decoded
     batch = next(audio_only.iter_batches(8))
     assert batch.video is None and batch.audio.shape == (6, T * SPF)
     video_only = VideoSet(
@@ -197,9 +197,9 @@ def test_pickles_without_decoders(prepared) -> None:
     records, entries, cache, spec, _ = prepared
     vs = VideoSet(records, entries, cache, spec)
     vs.segment(0, 0)
-    assert vs.cache._reader._decoders
+    assert vs.cache._decoders
     clone = pickle.loads(pickle.dumps(vs))
-    assert clone.cache._reader._decoders == {}  # decoders are not pickled: made again there
+    assert clone.cache._decoders == {}  # decoders are not pickled: made again there
     np.testing.assert_array_equal(clone.segment(2, 16)[0], vs.segment(2, 16)[0])
 
 

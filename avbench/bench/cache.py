@@ -51,7 +51,7 @@ def make_footage(folder: Path, clips: int, seconds: float, size: int) -> tuple[l
     """``clips`` real-looking mp4 files (cycling through :data:`PHOTOS`) and what they are;
     the bench's synthetic clips where scikit-image is not installed."""
     from avbench.bench.media import _voice
-    from avbench.media.encode import write_av
+    from avbench.datasets.synth.writer import write_av
 
     try:
         import skimage  # noqa: F401

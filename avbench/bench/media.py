@@ -108,7 +108,7 @@ def _voice(rng: np.random.Generator, seconds: float, rate: int, channels: int) -
 def make_media(folder: Path, kinds: list[MediaKind], clips: int, seconds: float,
                seed: int = 0) -> dict[str, list[Path]]:
     """Write ``clips`` mp4 files of ``seconds`` per kind into ``folder``."""
-    from avbench.media.encode import write_av
+    from avbench.datasets.synth.writer import write_av
 
     out: dict[str, list[Path]] = {}
     for kind in kinds:

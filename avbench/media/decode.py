@@ -1,30 +1,25 @@
 """Decoding audio-visual files with PyAV into the benchmark's media conventions.
 
-Every video leaves here as a :class:`Clip`: frames resampled to ``Pipeline.fps`` (25) by
-presentation timestamps, uint8 RGB (N, 3, H, W), and audio resampled to ``Pipeline.sample_rate``
-(16 kHz), mono (channels averaged), float32 in [-1, 1], exactly ``sample_rate / fps`` (640)
-samples per frame: frame ``k`` and samples ``[k * 640, (k + 1) * 640)`` cover the same 40 ms.
+Every video leaves here as a :class:`Clip`: frames at ``Pipeline.fps`` (25) chosen by
+presentation timestamp, uint8 RGB (N, 3, H, W); audio at ``Pipeline.sample_rate`` (16 kHz),
+mono (channels averaged), float32 in [-1, 1], exactly ``sample_rate / fps`` (640) samples per
+frame: frame ``k`` and samples ``[k * 640, (k + 1) * 640)`` cover the same 40 ms.
 
 * Time zero is the first video frame's timestamp. Output frame ``k`` shows the source frame
-  whose interval ``[pts_i, pts_{i+1})`` holds ``t0 + k / fps`` (variable frame rates, 29.97
-  and 12 fps alike); the last source frame lasts its own duration (else the median interval).
+  whose interval ``[pts_i, pts_{i+1})`` holds ``t0 + k / fps`` (variable rates, 29.97 and
+  12 fps alike); the last source frame lasts its own duration (else the median interval).
 * Audio is put on that clock: samples before ``t0`` dropped, a late start filled with
-  silence, encoder padding (AAC adds ~1024 samples) cut back to the declared duration.
-  Audio is assumed contiguous after its first timestamp.
+  silence, encoder padding (AAC adds ~1024 samples) cut back to the declared duration; it is
+  assumed contiguous after its first timestamp. libsoxr resamples it in one call.
 * Streams whose durations differ by more than ``max(0.5 s, 10 %)`` are ``length-mismatch``;
   otherwise both are cut to the shorter (audio short by at most :data:`AUDIO_PAD_TOLERANCE`
   is padded with zeros instead).
 
-One plain pass in this process and thread: both decoders run one thread (so nothing depends
-on the machine's cores; files are decoded in parallel by processes, ``--workers``), only the
-source frames an output frame shows are converted, each once (see :class:`_Frames`), and the
-audio is downmixed by numpy and resampled by libsoxr in one call. The bytes are a function of
-the file alone (tests/test_media_decode.py decodes in processes with dirtied heaps).
-
-Unusable files raise :class:`avbench.errors.BadMediaError` of a kind in
-:data:`BAD_MEDIA_KINDS`: ``missing``, ``empty``, ``unreadable`` (not a media file, corrupt
-header), ``truncated`` (see :func:`_check_truncated`), ``no-video``, ``no-audio``,
-``length-mismatch``, ``too-short`` (no decodable frame) and, with face cropping, ``no-face``.
+One plain pass in this process: both decoders run one thread, so nothing depends on the
+machine's cores (files are decoded in parallel by processes, ``--workers``), and the bytes
+are a function of the file alone. Unusable files raise
+:class:`avbench.errors.BadMediaError` of a kind in :data:`BAD_MEDIA_KINDS` (``truncated``: see
+:meth:`_Decoding._check_truncated`; ``no-face`` only with face cropping).
 """
 
 from __future__ import annotations
@@ -48,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from avbench.media.face import FaceDetector
 
 #: Bump whenever :func:`decode` gives other arrays for the same file and Pipeline (the
-#: prepared cache is keyed by it). 3: audio by libsoxr; 4: one plain PyAV path.
+#: prepared cache is keyed by it).
 PIPELINE_VERSION = 4
 
 #: Audio short of the video by at most this many seconds is padded with zeros.
@@ -59,8 +54,8 @@ MISMATCH_FRACTION = 0.10
 #: A stream decoding to less than this fraction of what the container declares is truncated.
 TRUNCATED_FRACTION = 0.90
 #: Face cropping works on frames whose short side is at most FACE_WORK_SHORT_SIDE (or twice
-#: the output size), lowered so a long clip's working frames fit in FACE_WORK_BUDGET bytes;
-#: the detector looks FACE_DETECTIONS_PER_SECOND times a second.
+#: the output size), less where a clip's frames would not fit in FACE_WORK_BUDGET bytes; the
+#: detector looks FACE_DETECTIONS_PER_SECOND times a second.
 FACE_WORK_SHORT_SIDE = 540
 FACE_WORK_BUDGET = 1 << 30
 FACE_DETECTIONS_PER_SECOND = 2.5
@@ -71,12 +66,10 @@ BAD_MEDIA_KINDS = ("missing", "empty", "unreadable", "truncated", "no-video", "n
 
 @dataclass(frozen=True)
 class Pipeline:
-    """How sources are turned into clips. Part of every cache key (see :meth:`key`).
-
-    ``size`` is the side of the square output frames (None keeps the source size; non-square
-    sources are centre-cropped to a square before resizing). ``max_seconds`` caps how much
-    of each source is decoded (long KoDF videos). ``face_crop`` detects the face and crops a
-    square around it (full-frame datasets); it needs a ``size``.
+    """How sources are turned into clips; part of every cache key (:meth:`key`). ``size``:
+    the side of the square output frames (None keeps the source size; other sources are
+    centre-cropped to a square, then resized). ``max_seconds`` caps how much of a source is
+    decoded. ``face_crop`` crops a square around the face (full-frame datasets; needs a size).
     """
 
     fps: int = 25
@@ -90,11 +83,10 @@ class Pipeline:
         for name in ("fps", "sample_rate"):
             if float(getattr(self, name)) != int(getattr(self, name)):
                 raise ValueError(f"bad Pipeline: {name} must be a whole number")
-        object.__setattr__(self, "fps", int(self.fps))
-        object.__setattr__(self, "sample_rate", int(self.sample_rate))
-        object.__setattr__(self, "size", None if self.size is None else int(self.size))
-        if self.max_seconds is not None:
-            object.__setattr__(self, "max_seconds", float(self.max_seconds))
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name, kind in (("size", int), ("max_seconds", float)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "face_crop", bool(self.face_crop))
         if self.fps < 1 or self.sample_rate < 1 or self.sample_rate % self.fps:
             raise ValueError(
@@ -127,11 +119,10 @@ class Pipeline:
 class Clip:
     """A decoded video: ``frames`` uint8 (N, 3, H, W), ``audio`` float32 (N * spf,).
 
-    ``duration`` is the source video's duration in seconds (decoded, or as the container
-    declares it when ``max_seconds`` stopped decoding early). ``padded_frames`` counts frames
-    added by loop padding (see :func:`avbench.media.segments.loop_pad`);
-    ``face_fallback_frames`` counts frames whose face box came from a neighbouring detection,
-    ``face_found`` of ``face_searched`` frames searched showed a face (face cropping only).
+    ``duration``: the source's seconds (decoded, or declared when ``max_seconds`` stopped
+    early). ``padded_frames``: frames added by :func:`~avbench.media.segments.loop_pad`. With
+    face cropping, ``face_found`` of ``face_searched`` frames searched showed a face and
+    ``face_fallback_frames`` took their box from a neighbouring detection.
     """
 
     frames: np.ndarray
@@ -173,12 +164,10 @@ class Clip:
 
 def decode(path: str | Path, pipeline: Pipeline | None = None, *,
            face_detector: FaceDetector | None = None) -> Clip:
-    """Decode ``path`` into a :class:`Clip` following ``pipeline`` (see the module docs).
-
-    Raises :class:`avbench.errors.BadMediaError` naming the file, the reason and its kind.
-    With ``pipeline.face_crop`` the face is cropped by ``face_detector`` (when None,
-    :func:`avbench.media.face.default_face_detector`'s).
-    """
+    """Decode ``path`` into a :class:`Clip` following ``pipeline`` (see the module docs);
+    a bad file raises :class:`avbench.errors.BadMediaError` naming it, the reason and the kind.
+    Faces are found by ``face_detector`` (:func:`~avbench.media.face.default_face_detector`'s
+    when None)."""
     import av
 
     pipeline, path = pipeline or Pipeline(), Path(path)
@@ -207,16 +196,14 @@ def decode(path: str | Path, pipeline: Pipeline | None = None, *,
 
 class _Frames:
     """Writes source frames into (3, H, W) RGB slots at the output size, or (H, W, 3) ones at
-    the face-work resolution with ``face_crop``.
+    the face-work size with ``face_crop``.
 
-    A non-square source is cut to its centre square (libavfilter's ``crop``, which moves plane
-    pointers) before it is resized. Resizing is two swscale passes: scaled in the source's own
-    YUV format (``AREA`` shrinking, ``BICUBIC`` enlarging), then converted by the unscaled
-    converter (one pass straight to RGB takes about 1.5x as long). Planar RGB (``gbrp``) goes
-    straight into the slot at widths that are a multiple of 16; other widths go through
-    ``rgb24`` and a transpose (swscale's unscaled planar-RGB converter writes garbage into the
-    last columns of 4:2:0 frames 16k + 1 to 16k + 8 wide). One reformatter per pass keeps its
-    swscale context for the clip; ``threads=1`` (PyAV's default is a thread per core)."""
+    A non-square source is cut to its centre square (libavfilter's ``crop``) first. Resizing
+    is two swscale passes, scaled in the source's YUV format (``AREA`` shrinking, ``BICUBIC``
+    enlarging), then converted to RGB (one pass takes about 1.5x as long). Planar RGB
+    (``gbrp``) goes straight into the slot at widths that are a multiple of 16, others go
+    through ``rgb24`` (swscale's planar-RGB converter writes garbage into the last columns of
+    4:2:0 frames 16k + 1 to 16k + 8 wide). ``threads=1``: PyAV's default is one per core."""
 
     def __init__(self, width: int, height: int, pipeline: Pipeline, n_est: int) -> None:
         from av.video.reformatter import VideoReformatter
@@ -260,8 +247,8 @@ class _Frames:
 
 
 def gbrp_into(img: Any, dst: np.ndarray) -> None:
-    """A planar-RGB (``gbrp``: G, B, R planes) frame into ``dst`` (3, H, W) RGB: its top-left
-    H x W (the planes' rows carry padding, and a coded frame may be larger than its clip)."""
+    """A planar-RGB (``gbrp``: G, B, R) frame's top-left H x W into ``dst`` (3, H, W) RGB
+    (rows carry padding, and a coded frame may be larger than its clip)."""
     h, w = dst.shape[1:]
     for channel, plane in zip((1, 2, 0), img.planes, strict=True):
         rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
@@ -269,8 +256,7 @@ def gbrp_into(img: Any, dst: np.ndarray) -> None:
 
 
 def _crop_graph(frame: Any) -> Any:
-    """A one-thread filter graph cutting the centre square of frames like ``frame`` (crop
-    rounds offsets down to the chroma subsampling, so chroma stays aligned)."""
+    """A one-thread filter graph cutting the centre square of frames like ``frame``."""
     import av.filter
 
     w, h = frame.width, frame.height
@@ -338,8 +324,8 @@ def _samples(frame: Any) -> _Samples:
 
 def _mono(chunks: list[_Samples]) -> np.ndarray:
     """:func:`_samples` of audio frames as one float32 mono signal in [-1, 1]: channels
-    summed in order and divided by their number, integer samples scaled. Runs of frames of
-    one format and channel count are converted together (the same samples as one by one)."""
+    summed in order and divided by their number, integers scaled; runs of one format and
+    channel count are converted together."""
     parts = [np.zeros(0, np.float32)]
     for (fmt, channels), run in itertools.groupby(chunks, key=lambda c: (c[0], c[1])):
         planes = [np.concatenate(p) for p in zip(*(c[2] for c in run), strict=True)]
@@ -365,7 +351,7 @@ def _place_audio(x: np.ndarray, rate: int, start: Fraction, t0: Fraction,
                  target_rate: int) -> np.ndarray:
     """Mono audio ``x`` (first sample at ``start``) on the video's clock (``t0``), encoder
     padding cut back to the ``declared`` duration, cut to the cap, resampled to
-    ``target_rate`` by libsoxr (band-limited, delay-compensated) and clipped to [-1, 1]."""
+    ``target_rate`` by libsoxr and clipped to [-1, 1]."""
     import soxr
 
     if declared and not capped:

@@ -39,47 +39,32 @@ class VideoSet:
     otherwise a :class:`avbench.errors.ConfigError` says what differs.
     """
 
-    def __init__(
-        self,
-        records: Sequence[VideoRecord],
-        entries: dict[str, CacheEntry],
-        cache: PreparedCache,
-        spec: InputSpec,
-    ) -> None:
+    def __init__(self, records: Sequence[VideoRecord], entries: dict[str, CacheEntry],
+                 cache: PreparedCache, spec: InputSpec) -> None:
         self.records: list[VideoRecord] = list(records)
-        self.spec = spec
-        self.cache = cache
+        self.spec, self.cache = spec, cache
         missing = [r.id for r in self.records if r.id not in entries]
         if missing:
             raise ValueError(
                 f"{len(missing)} of {len(self.records)} videos have no prepared entry "
                 f"(first: {missing[0]}); leave unusable videos out (and report them) before "
-                "building a VideoSet"
-            )
+                "building a VideoSet")
         self._entries = [entries[r.id] for r in self.records]
-        self._check_spec()
-        self._n = np.array([e.n_frames for e in self._entries], dtype=np.int64)
-        self.label = np.array([r.label for r in self.records], dtype=np.int64)
-        self.label_v = np.array([r.label_v for r in self.records], dtype=np.int64)
-        self.label_a = np.array([r.label_a for r in self.records], dtype=np.int64)
-        self._eval: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _check_spec(self) -> None:
-        spec = self.spec
-        bad = {
-            (e.fps, e.sample_rate, e.height, e.width)
-            for e in self._entries
-            if (e.fps, e.sample_rate, e.height, e.width)
-            != (spec.fps, spec.sample_rate, spec.size, spec.size)
-        }
+        want = (spec.fps, spec.sample_rate, spec.size, spec.size)
+        bad = sorted({got for e in self._entries
+                      if (got := (e.fps, e.sample_rate, e.height, e.width)) != want})
         if bad:
-            fps, sr, h, w = sorted(bad)[0]
+            fps, sr, h, w = bad[0]
             raise ConfigError(
                 f"prepared media (fps={fps}, sample_rate={sr}, size={h}x{w}) do not match what "
                 f"the detector reads (fps={spec.fps}, sample_rate={spec.sample_rate}, "
                 f"size={spec.size}x{spec.size}); prepare them with Pipeline(fps={spec.fps}, "
-                f"sample_rate={spec.sample_rate}, size={spec.size})"
-            )
+                f"sample_rate={spec.sample_rate}, size={spec.size})")
+        self._n = np.array([e.n_frames for e in self._entries], dtype=np.int64)
+        self.label, self.label_v, self.label_a = (
+            np.array([getattr(r, name) for r in self.records], dtype=np.int64)
+            for name in ("label", "label_v", "label_a"))
+        self._eval: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -111,13 +96,8 @@ class VideoSet:
         """Video ``i`` whole (every frame decoded), loop-padded to one segment when short."""
         clip = self.cache.load(self._entries[i])
         if clip.n_frames < self.spec.frames:
-            frames, audio, pad = loop_pad(
-                np.asarray(clip.frames),
-                np.asarray(clip.audio),
-                self.spec.frames,
-                clip.samples_per_frame,
-            )
-            clip.frames, clip.audio, clip.padded_frames = frames, audio, pad
+            clip.frames, clip.audio, clip.padded_frames = loop_pad(
+                clip.frames, clip.audio, self.spec.frames, clip.samples_per_frame)
         return clip
 
     # ---- segments
@@ -138,14 +118,12 @@ class VideoSet:
         if not ok:
             raise ValueError(f"video {i} ({n} frames) has no {T}-frame segment at {start}")
 
-    def _read(
-        self, i: int, start: int, video_out: np.ndarray | None, audio_out: np.ndarray | None
-    ) -> None:
+    def _read(self, i: int, start: int, video_out: np.ndarray | None,
+              audio_out: np.ndarray | None) -> None:
         """Copy segment (i, start) into the given arrays (either may be None)."""
         self._check_start(i, start)
-        entry, T = self._entries[i], self.spec.frames
+        entry, T, n = self._entries[i], self.spec.frames, int(self._n[i])
         spf = entry.samples_per_frame
-        n = int(self._n[i])
         if n >= T:
             if video_out is not None:
                 self.cache.read_frames(entry, start, video_out)
@@ -164,16 +142,17 @@ class VideoSet:
         if audio_out is not None:
             audio_out[...] = audio
 
+    def _empty(self, *batch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        spec = self.spec
+        video = np.empty((*batch, spec.frames, 3, spec.size, spec.size), dtype=np.uint8) \
+            if spec.reads_video else None
+        audio = np.empty((*batch, spec.samples), dtype=np.float32) if spec.reads_audio else None
+        return video, audio
+
     def segment(self, i: int, start: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Segment of video ``i`` at ``start``: (video uint8 (T, 3, H, W) or None, audio
         float32 (S,) or None), None for a modality the spec does not read."""
-        spec = self.spec
-        video = (
-            np.empty((spec.frames, 3, spec.size, spec.size), dtype=np.uint8)
-            if spec.reads_video
-            else None
-        )
-        audio = np.empty(spec.samples, dtype=np.float32) if spec.reads_audio else None
+        video, audio = self._empty()
         self._read(int(i), int(start), video, audio)
         return video, audio
 
@@ -183,30 +162,13 @@ class VideoSet:
         st = np.asarray(start, dtype=np.int64).reshape(-1)
         if vi.shape != st.shape:
             raise ValueError("video_index and start differ in length")
-        spec, B = self.spec, len(vi)
-        video = (
-            np.empty((B, spec.frames, 3, spec.size, spec.size), dtype=np.uint8)
-            if spec.reads_video
-            else None
-        )
-        audio = np.empty((B, spec.samples), dtype=np.float32) if spec.reads_audio else None
-        for j in range(B):
-            self._read(
-                int(vi[j]),
-                int(st[j]),
-                video[j] if video is not None else None,
-                audio[j] if audio is not None else None,
-            )
-        return SegmentBatch(
-            video_index=vi,
-            ids=[self.records[int(i)].id for i in vi],
-            start=st,
-            label=self.label[vi],
-            label_v=self.label_v[vi],
-            label_a=self.label_a[vi],
-            video=video,
-            audio=audio,
-        )
+        video, audio = self._empty(len(vi))
+        for j in range(len(vi)):
+            self._read(int(vi[j]), int(st[j]), None if video is None else video[j],
+                       None if audio is None else audio[j])
+        return SegmentBatch(video_index=vi, ids=[self.records[int(i)].id for i in vi], start=st,
+                            label=self.label[vi], label_v=self.label_v[vi],
+                            label_a=self.label_a[vi], video=video, audio=audio)
 
     def iter_batches(self, batch_size: int) -> Iterator[SegmentBatch]:
         """Every non-overlapping segment of every video, in order, ``batch_size`` at a time
@@ -219,11 +181,8 @@ class VideoSet:
 
     def random_starts(self, indices: Any, rng: np.random.Generator) -> np.ndarray:
         """One random start frame for each video in ``indices``."""
-        T = self.spec.frames
-        return np.array(
-            [random_start(int(self._n[int(i)]), T, rng) for i in np.asarray(indices).reshape(-1)],
-            dtype=np.int64,
-        )
+        return np.array([random_start(int(self._n[int(i)]), self.spec.frames, rng)
+                         for i in np.asarray(indices).reshape(-1)], dtype=np.int64)
 
     def random_segments(self, indices: Any, rng: np.random.Generator) -> SegmentBatch:
         """One random segment of each video in ``indices`` (training)."""

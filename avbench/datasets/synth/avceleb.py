@@ -201,7 +201,7 @@ def _scene(look: Look) -> Scene:
 
 def render_person(task: Task) -> list[str]:
     """Write every clip of one identity; return the relative paths written."""
-    from avbench.media.encode import write_av
+    from avbench.datasets.synth.writer import write_av
 
     p, seed = task.person, task.seed
     out = Path(task.out)

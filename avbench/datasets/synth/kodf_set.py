@@ -138,7 +138,7 @@ def _scene(look: Look, place: Placement) -> Scene:
 
 
 def render_person(task: Task) -> list[str]:
-    from avbench.media.encode import write_av
+    from avbench.datasets.synth.writer import write_av
 
     p, seed = task.speaker, task.seed
     out = Path(task.out)
