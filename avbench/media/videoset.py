@@ -1,12 +1,12 @@
 """A split's videos over prepared cache entries: what ``Detector.fit`` and ``evaluate`` read.
 
-:class:`VideoSet` implements :class:`avbench.detector.VideoSetLike`. Segments are read from
-the compressed cache entries (:class:`~avbench.media.cache.SegmentReader`: only the packets
-from the keyframe before the segment, only the audio samples of the segment, and only the
-modalities the detector's :class:`~avbench.detector.InputSpec` reads). A segment may start at
-any frame (training draws any start; evaluation segments start at multiples of 16, each a
-GOP of its own: docs/decisions.md). A video shorter than one segment is loop-padded to
-``spec.frames`` frames and the padding is reported by :meth:`VideoSet.padded_frames`.
+:class:`VideoSet` implements :class:`avbench.detector.VideoSetLike`. A segment is read from
+its compressed entry (:meth:`~avbench.media.cache.PreparedCache.read_frames`: the packets
+from the keyframe before it, its audio samples, and only the modalities the detector's
+:class:`~avbench.detector.InputSpec` reads); it may start at any frame (training draws any
+start; evaluation segments start at multiples of 16, each a GOP of its own:
+docs/decisions.md). A video shorter than one segment is loop-padded to ``spec.frames``
+frames, reported by :meth:`VideoSet.padded_frames`.
 """
 
 from __future__ import annotations
