@@ -201,6 +201,24 @@ def test_crop_pads_at_the_border() -> None:
     assert crops.min() == 0  # the 52-pixel square is larger than the 30-pixel frame: padded
 
 
+def test_one_wild_look_is_smoothed_away_and_a_tie_goes_to_the_earlier_look() -> None:
+    class Jumpy:  # no face on frame 0, a face far to the right on frame 4
+        key = "jumpy"
+
+        def detect(self, frame):
+            i = int(frame[0, 0, 0])
+            return [] if i == 0 else [(280.0 if i == 4 else 100.0, 50.0, 40.0, 40.0, 1.0)]
+
+    frames = np.zeros((9, 200, 400, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(9)
+    _, report = crop_faces(frames, Jumpy(), size=16, every=2, smooth=3)
+    assert (report.detect_frames, report.detected) == (5, 4)  # frames 0, 2, 4, 6, 8
+    assert np.all(report.boxes[:, 0] == 120.0)  # the median of 3 looks drops the jump
+    assert np.allclose(report.boxes[:, 2], 52.0)
+    # frame 1 is as near to frame 0 (no face) as to frame 2: it counts with frame 0
+    assert report.fallback_frames == 2
+
+
 # -- settings ---------------------------------------------------------------------------------
 
 
