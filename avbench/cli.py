@@ -451,7 +451,7 @@ def plugin_new(
     """Create a working third-party detector plugin package (pyproject, detector, test)."""
     from avbench.scaffold import new_plugin
 
-    path = new_plugin(name, directory)
+    path = new_plugin(name, directory, taken=set(_plugins().detectors))
     _console().print(f"created {path}\nnext: pip install -e {path} && avbench plugins")
 
 

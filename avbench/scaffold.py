@@ -8,6 +8,7 @@ synthetic benchmark through the real CLI.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 from avbench.errors import AvbenchError
@@ -157,12 +158,29 @@ checkpoints, resume, DDP) and evaluation; you write the model, the loss and the 
 '''
 
 
-def new_plugin(name: str, directory: Path | None = None) -> Path:
+def new_plugin(name: str, directory: Path | None = None, *,
+               taken: Collection[str] = ()) -> Path:
+    """Write a plugin package ``avbench-NAME`` whose detector is ``name``. ``taken`` holds the
+    detector names registered now: a name among them, or one whose distribution is installed,
+    is refused (installing the package would shadow or replace that plugin)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
     if not _NAME.match(name):
         raise AvbenchError(
             f"plugin name {name!r}: use 2-41 lowercase letters, digits or hyphens, starting "
             "with a letter"
         )
+    if name in taken:
+        raise AvbenchError(f"plugin name {name!r} is a registered detector already; choose "
+                           "another name")
+    try:
+        distribution(f"avbench-{name}")
+    except PackageNotFoundError:
+        pass
+    else:
+        raise AvbenchError(f"plugin name {name!r}: the package avbench-{name} is installed "
+                           "already (installing the new one would replace it); choose another "
+                           "name")
     pkg = "avbench_" + name.replace("-", "_")
     cls = "".join(p.capitalize() for p in name.split("-")) + "Detector"
     root = Path(directory) if directory is not None else Path(f"avbench-{name}")

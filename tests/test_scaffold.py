@@ -89,3 +89,14 @@ def test_a_broken_installed_plugin_is_reported_and_harmless(tmp_path):
 def test_bad_plugin_names_are_refused(tmp_path):
     r = run_cli(["plugin", "new", "My_Det", "--dir", str(tmp_path / "x")])
     assert r.exit_code == 2 and "lowercase letters" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["avprompt", "sync-corr"])
+def test_names_of_registered_or_installed_plugins_are_refused(tmp_path, name):
+    """`plugin new avprompt` would write a package named like the reference plugin's
+    distribution (installing it replaces that plugin); a built-in detector's name would
+    shadow it. Both are refused and nothing is written."""
+    r = run_cli(["plugin", "new", name, "--dir", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "choose another name" in r.stderr
+    assert "registered detector" in r.stderr or "installed" in r.stderr
+    assert not (tmp_path / "x").exists()
