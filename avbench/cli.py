@@ -412,7 +412,7 @@ def data_synth(
 
 @data_app.command("check")
 def data_check(
-    data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of the dataset to check.")],
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of the dataset to check (default: those set in AVBENCH_DATA_<NAME> or avbench.toml). Repeatable.")] = None,
     decode: Annotated[bool, typer.Option("--decode/--no-decode", help="Decode every file to find unreadable ones.")] = True,
     workers: Annotated[int, typer.Option(help="Processes for decoding.")] = 0,
 ) -> None:
@@ -425,7 +425,7 @@ def data_check(
 
 @data_app.command("prepare")
 def data_prepare(
-    data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of the dataset to prepare.")],
+    data: Annotated[list[str] | None, typer.Option("--data", help="NAME=PATH of the dataset to prepare (default: those set in AVBENCH_DATA_<NAME> or avbench.toml). Repeatable.")] = None,
     size: Annotated[int, typer.Option(help="Frame size of the prepared frames.")] = 224,
     max_seconds: Annotated[float | None, typer.Option(help="Prepare only the first N seconds of each video.")] = None,
     workers: Annotated[int, typer.Option(help="Processes for decoding: -1 (default) one per core on more than two cores, for 64 files or more; 0 none (this process).")] = -1,

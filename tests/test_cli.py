@@ -103,3 +103,20 @@ def test_detectors_show_lists_the_values_a_literal_allows():
     assert r.exit_code == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if "envelope" in ln and "│" in ln)
     assert "'linear' | 'db'" in line and "Literal" not in r.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "prepare"])
+def test_data_commands_find_datasets_as_run_does(command, tmp_path, monkeypatch):
+    """Without --data, `data check` / `data prepare` read AVBENCH_DATA_<NAME> and the [data]
+    table of avbench.toml, as `avbench run` does (they asked for --data before)."""
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in __import__("os").environ if v.startswith("AVBENCH_DATA_")]:
+        monkeypatch.delenv(var)
+    line = _one_line_error(run_cli(["data", command]))
+    assert "no dataset given" in line and "AVBENCH_DATA_" in line and "avbench.toml" in line
+    (tmp_path / "avbench.toml").write_text('[data]\nfakeavceleb = "from-toml"\n')
+    line = _one_line_error(run_cli(["data", command]))
+    assert "from-toml" in line
+    line = _one_line_error(run_cli(["data", command],
+                                   env={"AVBENCH_DATA_FAKEAVCELEB": str(tmp_path / "from-env")}))
+    assert "from-env" in line and "from-toml" not in line

@@ -12,12 +12,22 @@ from typing import Any
 from avbench.errors import AvbenchError
 
 
-def _indexes(data_items: list[str], plugins: Any) -> dict[str, Any]:
-    from avbench.datasets.resolve import parse_data_items, resolve_dataset
+def _indexes(data_items: list[str] | None, plugins: Any) -> dict[str, Any]:
+    """The datasets given with ``--data``, else every one configured in the environment
+    (``AVBENCH_DATA_<NAME>``) or ``avbench.toml``, as ``avbench run`` finds them."""
+    from avbench.datasets.resolve import (
+        SETTINGS_FILE,
+        find_dataset_sources,
+        parse_data_items,
+        resolve_dataset,
+    )
 
-    items = parse_data_items(data_items)
+    items = parse_data_items(data_items or [])
     if not items:
-        raise AvbenchError("give at least one --data NAME=PATH")
+        items = find_dataset_sources(None, names=list(plugins.datasets))
+    if not items:
+        raise AvbenchError(f"no dataset given: pass --data NAME=PATH, set AVBENCH_DATA_<NAME>=PATH, "
+                           f"or add NAME = \"PATH\" to the [data] table of {SETTINGS_FILE}")
     return {name: resolve_dataset(name, value, plugins.datasets) for name, value in items.items()}
 
 
@@ -37,7 +47,7 @@ def _probe(path: str, face_crop: bool,
     return "", "", (clip.face_found, clip.face_searched) if face_crop else None
 
 
-def check(data_items: list[str], *, decode: bool, workers: int, plugins: Any, console: Any) -> int:
+def check(data_items: list[str] | None, *, decode: bool, workers: int, plugins: Any, console: Any) -> int:
     """Counts per type, method, group and label; every index problem; every unreadable file;
     for face-cropped datasets, the share of frames with a face (per dataset, worst videos).
     Exit code 1 when a file cannot be decoded or shows too few faces (``no-face``)."""
@@ -138,7 +148,7 @@ def print_faces(console: Any, summary: dict[str, Any]) -> None:
     console.print(t)
 
 
-def prepare_cmd(data_items: list[str], *, size: int, max_seconds: float | None, workers: int,
+def prepare_cmd(data_items: list[str] | None, *, size: int, max_seconds: float | None, workers: int,
                 cache_dir: Path | None, timing: bool, plugins: Any, console: Any) -> int:
     from avbench.media.cache import PreparedCache, faces_entry, prepare
     from avbench.media.decode import Pipeline
