@@ -1,4 +1,13 @@
-"""Typed ``--set key=value`` overrides for dataclass configs."""
+"""Typed ``--set key=value`` overrides for dataclass configs.
+
+A float field never takes nan or +-inf unless its field says ``metadata={"nonfinite": True}``.
+A field states its allowed values in its metadata: ``ge``/``gt`` (>=, >) and ``le``/``lt``
+(<=, <), and ``note`` (what the edge values mean), e.g.
+``lr: float = field(default=1e-4, metadata={"gt": 0})`` or, the same, ``bounded(1e-4, gt=0)``.
+Bounds apply to each number of a tuple or list field and to the value of an Optional one
+(``None`` is always allowed there). A subclass that redeclares a field without bounds keeps
+its base class's. Metadata is not part of :func:`config_hash`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ from typing import Any, Literal, Union
 from avbench.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
+#: the metadata keys of a bound, and how a message says each
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -83,6 +94,66 @@ def _convert(key: str, raw: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: values of type {tp!r} cannot be set from the command line")
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, note: str = "",
+            nonfinite: bool = False) -> Any:
+    """A dataclass field with ``default`` whose values must lie within the given bounds
+    (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <); ``note`` says what the edge values mean
+    ("0 = every segment"); ``nonfinite=True`` lets a float field take nan and +-inf."""
+    meta: dict[str, Any] = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+                            if v is not None}
+    if note:
+        meta["note"] = note
+    if nonfinite:
+        meta["nonfinite"] = True
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_bounds(cls: type, name: str) -> Mapping[str, Any]:
+    """The bound metadata of field ``name`` of config class ``cls``: that of the nearest class
+    in the MRO that declares some (a redeclared default keeps the base's bounds)."""
+    for klass in cls.__mro__:
+        f = vars(klass).get("__dataclass_fields__", {}).get(name)
+        if f is not None and any(k in f.metadata for k in (*_BOUNDS, "nonfinite", "note")):
+            return f.metadata
+    return {}
+
+
+def describe_bounds(meta: Mapping[str, Any]) -> str:
+    """``">= 1"``, ``"in (0, 1]"``, ``"> 0 (0: off)"``...: the bounds as a message says them."""
+    lower = [k for k in ("gt", "ge") if k in meta][:1]
+    upper = [k for k in ("lt", "le") if k in meta][:1]
+    if lower and upper:
+        lo, hi = lower[0], upper[0]
+        text = (f"in {'(' if lo == 'gt' else '['}{meta[lo]:g}, "
+                f"{meta[hi]:g}{')' if hi == 'lt' else ']'}")
+    else:
+        text = " and ".join(f"{_BOUNDS[k]} {meta[k]:g}" for k in lower + upper)
+    note = meta.get("note", "")
+    return f"{text} ({note})" if text and note else text or note
+
+
+def check_value(key: str, raw: Any, value: Any, meta: Mapping[str, Any]) -> None:
+    """Refuse a converted ``value`` (given as ``raw``) that is nan/inf where the field does
+    not allow it, or outside the field's bounds: one line naming the key and the value."""
+    for v in value if isinstance(value, list | tuple) else (value,):
+        if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            if meta.get("nonfinite"):
+                continue
+            raise ConfigError(f"bad value {raw!r} for {key}: expected a finite number "
+                              f"(nan and inf are not allowed)")
+        ok = all(_within(v, op, meta[op]) for op in _BOUNDS if op in meta)
+        if not ok:
+            raise ConfigError(f"bad value {raw!r} for {key}: {key} must be "
+                              f"{describe_bounds(meta)}")
+
+
+def _within(v: float, op: str, bound: float) -> bool:
+    return {"ge": v >= bound, "gt": v > bound, "le": v <= bound, "lt": v < bound}[op]
+
+
 def config_fields(cls: type) -> dict[str, Any]:
     """Field name -> resolved type of a config dataclass."""
     hints = typing.get_type_hints(cls)
@@ -93,15 +164,18 @@ def apply_overrides(config: Any, overrides: dict[str, Any], who: str = "config")
     """Return a copy of dataclass ``config`` with ``overrides`` applied, type-checked.
 
     Unknown keys are rejected with the list of valid ones; values are converted to the
-    field's type (int, float, bool, str, Literal, Optional, tuple/list of those).
+    field's type (int, float, bool, str, Literal, Optional, tuple/list of those) and checked
+    against the field's bounds (see the module docstring); floats must be finite.
     """
-    fields = config_fields(type(config))
+    cls = type(config)
+    fields = config_fields(cls)
     changes: dict[str, Any] = {}
     for key, raw in overrides.items():
         if key not in fields:
             valid = ", ".join(sorted(fields)) or "(none)"
             raise ConfigError(f"unknown key {key!r} for {who}; valid keys: {valid}")
         changes[key] = _convert(key, raw, fields[key])
+        check_value(key, raw, changes[key], field_bounds(cls, key))
     try:
         return dataclasses.replace(config, **changes)
     except (ValueError, TypeError) as e:  # __post_init__ validation

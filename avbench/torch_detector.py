@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avbench.config import bounded
 from avbench.detector import (
     Detector,
     DetectorConfig,
@@ -58,26 +59,27 @@ from avbench.errors import PluginError
 class TorchConfig(DetectorConfig):
     """Engine settings every torch detector has (``--set epochs=3`` etc.)."""
 
-    epochs: int = 15
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    lr: float = 1e-4
-    grad_accum: int = 1
-    clip_grad: float | None = None
+    epochs: int = bounded(15, ge=1)
+    batch_size: int = bounded(16, ge=1)
+    eval_batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(1e-4, gt=0)
+    grad_accum: int = bounded(1, ge=1)
+    #: the largest gradient norm; None or 0 = no clipping.
+    clip_grad: float | None = bounded(None, ge=0, note="0 or none: no clipping")
     #: model selection: ``best`` = the epoch with the best validation AUC, ``last`` = the last.
     select: Literal["best", "last"] = "best"
     #: ``auto`` = bf16 autocast on CUDA, fp32 on CPU.
     amp: Literal["auto", "bf16", "fp32"] = "auto"
     #: DataLoader workers; -1 = choose from the CPU count.
-    num_workers: int = -1
+    num_workers: int = bounded(-1, ge=-1, note="-1: chosen from the CPU count")
     #: ``protocol`` = what the protocol says (``none`` for the built-in ones: every training
     #: video once per epoch); ``class`` = reals and fakes drawn with probability 1/2 each.
     balance: Literal["protocol", "class", "none"] = "protocol"
     #: training segments per epoch; 0 = one per training video.
-    epoch_size: int = 0
+    epoch_size: int = bounded(0, ge=0, note="0: one per training video")
     #: validation segments per video (a fixed, seeded choice; 0 = every segment). One per
     #: video keeps per-epoch validation cheaper than the epoch itself on FakeAVCeleb.
-    val_segments: int = 1
+    val_segments: int = bounded(1, ge=0, note="0: every segment")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

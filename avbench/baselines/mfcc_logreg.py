@@ -44,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from avbench.config import bounded
 from avbench.detector import (
     Detector,
     DetectorConfig,
@@ -66,27 +67,27 @@ class MfccLogRegConfig(DetectorConfig):
     """Settings of ``mfcc-logreg`` (``--set key=value``)."""
 
     #: frames per segment (25 fps, 640 audio samples each); 16 = 0.64 s, the protocol's segment
-    frames: int = 16
+    frames: int = bounded(16, ge=1)
     #: MFCC coefficients
-    n_mfcc: int = 20
+    n_mfcc: int = bounded(20, ge=1)
     #: mel bands the MFCCs are computed from
-    n_mels: int = 40
+    n_mels: int = bounded(40, ge=1)
     #: STFT window in samples (400 = 25 ms at 16 kHz)
-    n_fft: int = 400
+    n_fft: int = bounded(400, ge=16)
     #: STFT hop in samples (160 = 10 ms at 16 kHz)
-    hop_length: int = 160
+    hop_length: int = bounded(160, ge=1)
     #: add the standard deviation of each coefficient's delta to the features
     deltas: bool = True
     #: candidate C values (inverse L2 strength), chosen by validation AUC
-    c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
+    c_grid: tuple[float, ...] = bounded((0.001, 0.01, 0.1, 1.0, 10.0), gt=0)
     #: C used when the validation split cannot rank (one class only, or empty)
-    c_default: float = 1.0
+    c_default: float = bounded(1.0, gt=0)
     #: training segments per video: 0 = every non-overlapping segment, N = N random ones
-    train_segments: int = 0
+    train_segments: int = bounded(0, ge=0, note="0: every segment")
     #: iteration cap of the lbfgs solver
-    max_iter: int = 2000
+    max_iter: int = bounded(2000, ge=1)
     #: segments per batch for feature extraction (training and evaluation)
-    eval_batch_size: int = 64
+    eval_batch_size: int = bounded(64, ge=1)
 
     def __post_init__(self) -> None:
         if self.frames < 1:

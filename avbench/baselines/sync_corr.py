@@ -55,6 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from avbench.config import bounded
 from avbench.detector import (
     Detector,
     DetectorConfig,
@@ -79,29 +80,29 @@ class SyncCorrConfig(DetectorConfig):
     """Settings of ``sync-corr`` (``--set key=value``)."""
 
     #: frames per segment (25 fps); the audio has 640 samples per frame
-    frames: int = 48
+    frames: int = bounded(48, ge=1)
     #: side of the square face crop the media layer hands over, in pixels
-    size: int = 224
+    size: int = bounded(224, ge=8)
     #: mouth region as fractions of the crop's height (top, bottom) and width (left, right)
-    mouth_top: float = 0.60
-    mouth_bottom: float = 0.95
-    mouth_left: float = 0.25
-    mouth_right: float = 0.75
+    mouth_top: float = bounded(0.60, ge=0, le=1)
+    mouth_bottom: float = bounded(0.95, ge=0, le=1)
+    mouth_left: float = bounded(0.25, ge=0, le=1)
+    mouth_right: float = bounded(0.75, ge=0, le=1)
     #: the largest audio-video offset searched, in frames (both directions)
-    max_lag: int = 5
+    max_lag: int = bounded(5, ge=0)
     #: ``linear``: per-frame RMS as is; ``db``: RMS in dBFS, floored at ``floor_db``
     envelope: Literal["linear", "db"] = "linear"
     #: the floor of the decibel envelope, in dBFS (``envelope="db"`` only)
-    floor_db: float = -60.0
+    floor_db: float = bounded(-60.0, lt=0)
     #: compare motion with the envelope's absolute change (``change``) or the envelope (``level``)
     target: Literal["change", "level"] = "change"
     #: the correlation that maps to P(fake) = 0.5 (0: the score is (1 - r) / 2)
-    r_neutral: float = 0.0
+    r_neutral: float = bounded(0.0, gt=-1, lt=1)
     #: ``val``: set r_neutral in ``fit`` for the best accuracy on the validation split;
     #: ``off``: keep r_neutral as configured
     calibrate: Literal["val", "off"] = "val"
     #: segments per batch at evaluation
-    eval_batch_size: int = 16
+    eval_batch_size: int = bounded(16, ge=1)
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.mouth_top < self.mouth_bottom <= 1.0):

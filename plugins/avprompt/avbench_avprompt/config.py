@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from avbench.config import bounded
 from avbench.torch_detector import TorchConfig
 
 #: video frames per second and audio samples per second (paper, Implementation Details).
@@ -146,9 +147,9 @@ class AVPromptConfig(TorchConfig):
     whisper_weights: str = "auto"
     #: seed of randomly initialised (frozen) towers, fixed apart from the run's seed so that
     #: a saved state (prompts and heads only) always meets the same backbone again.
-    backbone_seed: int = 0
+    backbone_seed: int = bounded(0, ge=0)
     #: frames per segment T (16 in the paper); the audio segment is T x 640 samples.
-    frames: int = 16
+    frames: int = bounded(16, ge=1)
 
     # -- which parts exist (Tables 4 and 5) --------------------------------------------
     #: the audio branch (Whisper + short-time audio prompts, Eq. 8-9).
@@ -166,22 +167,23 @@ class AVPromptConfig(TorchConfig):
 
     # -- sizes -------------------------------------------------------------------------
     #: N_vpt, visual prompt tokens inserted before each CLIP layer.
-    n_vpt: int = 1
+    n_vpt: int = bounded(1, ge=1)
     #: D_p, width of the short-time audio prompts P_a^l.
-    prompt_dim: int = 512
+    prompt_dim: int = bounded(512, ge=1)
     #: D_f, width of the aligned features f'_v, f'_a (Eq. 12-13).
-    fusion_dim: int = 512
+    fusion_dim: int = bounded(512, ge=1)
     #: hidden width of the visual, audio and fusion heads (linear-ReLU-linear).
-    head_hidden: int = 128
+    head_hidden: int = bounded(128, ge=1)
 
     # -- loss and schedule -------------------------------------------------------------
     #: weights of the CMFM loss (Eq. 15): matched real pairs, fake pairs, cross-segment pairs.
-    alpha: float = 2.0
-    beta: float = 2.0
-    gamma: float = 1.0
+    alpha: float = bounded(2.0, ge=0)
+    beta: float = bounded(2.0, ge=0)
+    gamma: float = bounded(1.0, ge=0)
     #: the first epoch (counting from 1) run at ``lr * lr_decay``.
-    lr_decay_epoch: int = 12
-    lr_decay: float = 0.1
+    lr_decay_epoch: int = bounded(12, ge=1, note="after the last epoch: no decay")
+    #: the factor the learning rate is multiplied by from ``lr_decay_epoch`` on.
+    lr_decay: float = bounded(0.1, gt=0, le=1, note="1: no decay")
 
     # -- computation -------------------------------------------------------------------
     #: run the network through ``avbench_avprompt._fast``: the functions of ``model.py``
