@@ -5,7 +5,8 @@ Layout: ``<out>/<protocol>/<fold or all>/<detector>/<run-id>/`` with
 - ``run.json``: what produced the result (detector + resolved config and its hash, protocol
   and version, split hashes, seed, dataset fingerprints, versions, git commit, device,
   timings, skipped media with reasons) and ``status`` (``incomplete`` until the very end);
-- ``scores.csv``: one row per test video (see ``SCORE_COLUMNS``);
+- ``scores.csv``: one row per test video (see ``SCORE_COLUMNS``); its sha256 is in
+  ``run.json`` (``scores_sha256``), so a table can tell an edited or damaged file;
 - ``metrics.json``: metrics with bootstrap intervals (``avbench table`` recomputes them from
   ``scores.csv`` and never trusts this file);
 - ``state.pt`` / ``state.npz``: the detector's learned state; ``checkpoints/`` while training;
@@ -191,6 +192,7 @@ _FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "timings": ("timings", (dict, type(None))),
     "describe": ("describe", (dict, type(None))),
     "n_test_videos": ("n_test_videos", (int, type(None))),
+    "scores_sha256": ("scores_sha256", (str, type(None))),
     "finished": ("finished", (str, type(None))),
     "error": ("error", (str, type(None))),
     "error_kind": ("error_kind", (str, type(None))),
@@ -236,6 +238,9 @@ class RunRecord:
     timings: dict[str, Any] | None = None
     describe: dict[str, Any] | None = None
     n_test_videos: int | None = None
+    #: sha256 of the ``scores.csv`` the run wrote (:func:`write_scores`); ``avbench table``
+    #: leaves out a run whose file no longer has it (edited or damaged since)
+    scores_sha256: str | None = None
     finished: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -575,6 +580,16 @@ def load_scores(run_dir: Path) -> Any:
     return df
 
 
-def write_scores(path: Path, df: Any) -> None:
+def write_scores(path: Path, df: Any) -> str:
+    """Write ``df`` as ``scores.csv`` at ``path``; returns the sha256 of the bytes written,
+    for ``run.json``'s ``scores_sha256``."""
     cols = [c for c in SCORE_COLUMNS if c in df.columns]
-    atomic_write_text(Path(path), df[cols].to_csv(index=False, float_format="%.10g"))
+    data = df[cols].to_csv(index=False, float_format="%.10g").encode("utf-8")
+    atomic_write_bytes(Path(path), data)
+    return sha256_bytes(data)
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -422,7 +422,9 @@ def _table_run(root, run_id, *, width, seed, finished, scores_seed):
            "config": {"width": width}, "config_hash": config_hash({"width": width})}
     rec = make_record(run_id=run_id, detector_info=det, seed=seed, finished=finished)
     d = _write(root, rec)
-    write_scores(d / "scores.csv", _scores(scores_seed))
+    rec = read_run(d)
+    rec.scores_sha256 = write_scores(d / "scores.csv", _scores(scores_seed))
+    rec.write(d)
     return read_run(d)
 
 

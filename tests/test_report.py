@@ -178,6 +178,8 @@ def write_run(root: Path, detector: str, fold: str, scores: pd.DataFrame, *,
     path = run_folder(root, "cross-manip", fold, detector, run_id)
     recs = [VideoRecord(id=i, dataset="fakeavceleb", label=0, label_v=0, label_a=0)
             for i in scores["id"]]
+    path.mkdir(parents=True, exist_ok=True)
+    sha = write_scores(path / "scores.csv", scores)
     RunRecord(
         run_id=run_id, status=status, created=finished,
         finished=finished if status == "complete" else None,
@@ -188,8 +190,8 @@ def write_run(root: Path, detector: str, fold: str, scores: pd.DataFrame, *,
         splits={"test": {"dataset": "fakeavceleb", "n": len(recs), "hash": split_hash(recs)}},
         datasets={"fakeavceleb": {"fingerprint": "f" * 64}},
         seed=3, n_test_videos=len(scores), git_commit="0123abcd", extra=extra or {},
+        scores_sha256=sha,
     ).write(path)
-    write_scores(path / "scores.csv", scores)
     return path
 
 

@@ -88,6 +88,8 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
     run_id = run_id or f"{finished[:10]}-{detector}-{next(_IDS):04d}"
     path = run_folder(root, protocol, fold, detector, run_id)
     registered = registered_protocols()[protocol]
+    path.mkdir(parents=True, exist_ok=True)
+    sha = write_scores(path / "scores.csv", scores)
     RunRecord(
         run_id=run_id, status=status, created=finished,
         finished=finished if status == "complete" else None,
@@ -95,8 +97,8 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
         protocol_info={"name": protocol, "version": version or registered.version,
                        "fold": fold, "file_hash": registered.file_hash},
         splits={"test": split_record(scores)}, seed=seed, n_test_videos=len(scores),
+        scores_sha256=sha,
     ).write(path)
-    write_scores(path / "scores.csv", scores)
     # a stale metrics file with numbers that must never show up in a table
     stale = {k: {"value": 0.123456, "ci95": [0.1, 0.2]} for k in ("acc", "ap", "auc")}
     atomic_write_json(path / "metrics.json", stale)
@@ -488,11 +490,11 @@ def test_run_json_fields_read(tmp_path) -> None:
                      "file_hash": intra.file_hash},
         "splits": {"test": split_record(scores)},
         "n_test_videos": len(scores),
+        "scores_sha256": write_scores(path / "scores.csv", scores),
         "finished": "2025-01-01T00:00:00Z",
     }
     identity = RunRecord(detector_info=info["detector"], protocol_info=info["protocol"]).identity
     (path / "run.json").write_text(json.dumps({**info, "identity": identity.to_dict()}))
-    write_scores(path / "scores.csv", scores)
     t = build_table(1, collect(root), published=False)
     assert row_of(t, "mini").cells["auc"].value == pytest.approx(sk(scores, "auc"))
 

@@ -8,6 +8,7 @@ while the good run still fills its row.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -59,6 +60,8 @@ def write_run(root: Path, detector: str, protocol: str = "intra", fold: str | No
     path = run_folder(root, protocol, fold, detector, f"r{seed}")
     items = [{"split": "test", "id": i, "kind": "decode", "reason": "truncated"}
              for i in skipped]
+    path.mkdir(parents=True, exist_ok=True)
+    sha = write_scores(path / "scores.csv", df)
     RunRecord(
         run_id=path.name, status="complete", created="2025-01-01T00:00:00Z",
         finished="2025-01-01T00:00:00Z",
@@ -67,9 +70,8 @@ def write_run(root: Path, detector: str, protocol: str = "intra", fold: str | No
                        "file_hash": reg.file_hash},
         splits={"test": {**split_of([*df["id"], *skipped]), "n_used": len(df)}},
         skipped_media={"count": len(items), "by_kind": {}, "items": items},
-        seed=seed, n_test_videos=len(df),
+        seed=seed, n_test_videos=len(df), scores_sha256=sha,
     ).write(path)
-    write_scores(path / "scores.csv", df)
     return path
 
 
@@ -81,8 +83,12 @@ def retouch(path: Path, change: Callable[[RunRecord], None]) -> None:
     rec.write(path)
 
 
-def edit_scores(path: Path, change: Callable[[list[dict]], None]) -> None:
-    """Edit scores.csv as text rows (values written exactly as given)."""
+def edit_scores(path: Path, change: Callable[[list[dict]], None], *,
+                rehash: bool = True) -> None:
+    """Edit scores.csv as text rows (values written exactly as given). With ``rehash`` the
+    new file's sha256 goes into run.json, as if the run itself had written these values (so
+    the content checks are what the test sees); without it run.json is left as it was, as a
+    hand edit leaves it."""
     f = path / "scores.csv"
     rows = list(csv.DictReader(io.StringIO(f.read_text())))
     fields = list(rows[0])
@@ -92,6 +98,14 @@ def edit_scores(path: Path, change: Callable[[list[dict]], None]) -> None:
     w.writeheader()
     w.writerows(rows)
     f.write_text(out.getvalue())
+    if rehash:
+        rehash_scores(path)
+
+
+def rehash_scores(path: Path) -> None:
+    """Record the sha256 of the scores.csv now in ``path`` in its run.json."""
+    data = (path / "scores.csv").read_bytes()
+    retouch(path, lambda rec: setattr(rec, "scores_sha256", hashlib.sha256(data).hexdigest()))
 
 
 def rel(root: Path, path: Path) -> str:
@@ -208,6 +222,55 @@ def test_a_duplicated_id_leaves_the_run_out(root: Path) -> None:
     _, line = left_out(root)
     assert line == (f"left out {rel(root, bad)}: scores.csv: id 'v2/006.mp4' appears 2 times "
                     f"(1 duplicated id(s) in all)")
+
+
+EDITED = "scores.csv was edited or damaged since the run wrote it (sha256 differs from run.json)"
+UNHASHED = ("run.json records no sha256 of scores.csv (made by an older avbench): run it "
+            "again")
+
+
+@pytest.mark.parametrize("how", ["flip labels", "perfect scores", "one digit", "truncated"])
+def test_a_scores_csv_edited_or_damaged_since_the_run_leaves_it_out(root: Path, how) -> None:
+    """Valid values, so no content check can tell: flipping every label (AUC 82.8 -> 17.2 in
+    the review), scores set to 0.99/0.01 (-> 100.0), one digit changed, or the file cut
+    after a row. Only the sha256 recorded in run.json catches them."""
+    bad = write_run(root, "bad", seed=2)
+    if how == "flip labels":
+        edit_scores(bad, lambda rows: [r.update(label=str(1 - int(r["label"]))) for r in rows],
+                    rehash=False)
+    elif how == "perfect scores":
+        edit_scores(bad, lambda rows: [r.update(score="0.99" if r["label"] == "1" else "0.01")
+                                       for r in rows], rehash=False)
+    elif how == "one digit":
+        f = bad / "scores.csv"
+        text = f.read_text()
+        i = text.index("0.", text.index("\n") + 1) + 2
+        f.write_text(text[:i] + ("1" if text[i] != "1" else "2") + text[i + 1:])
+    else:
+        f = bad / "scores.csv"
+        f.write_bytes(f.read_bytes()[:-1])  # the last newline gone: same rows, same values
+    t, line = left_out(root)
+    assert line == f"left out {rel(root, bad)}: {EDITED}"
+    assert "bad" not in {r.detector for r in t.rows}
+
+
+def test_a_run_json_without_the_scores_sha256_leaves_it_out(root: Path) -> None:
+    bad = write_run(root, "bad", seed=2)
+    retouch(bad, lambda rec: setattr(rec, "scores_sha256", None))
+    _, line = left_out(root)
+    assert line == f"left out {rel(root, bad)}: {UNHASHED}"
+    info = json.loads((bad / "run.json").read_text())
+    info.pop("scores_sha256")  # a run.json written before the field existed
+    (bad / "run.json").write_text(json.dumps(info))
+    _, line = left_out(root)
+    assert line == f"left out {rel(root, bad)}: {UNHASHED}"
+
+
+def test_a_scores_sha256_that_is_not_a_sha256_leaves_it_out(root: Path) -> None:
+    bad = write_run(root, "bad", seed=2)
+    retouch(bad, lambda rec: setattr(rec, "scores_sha256", "abc"))
+    _, line = left_out(root)
+    assert line == f"left out {rel(root, bad)}: run.json's scores_sha256 'abc' is not a sha256"
 
 
 def _hash_line(line: str, root: Path, bad: Path) -> None:
@@ -420,6 +483,7 @@ def test_an_unreadable_scores_csv_is_named(root, content, reason) -> None:
         (bad / "scores.csv").unlink()
     else:
         (bad / "scores.csv").write_bytes(content)
+        rehash_scores(bad)  # as if written so by the run: the content is what is under test
     _, line = left_out(root)
     assert line.startswith(f"left out {rel(root, bad)}: {reason}"), line
 
@@ -505,8 +569,17 @@ def test_a_real_run_with_skipped_test_videos_passes_and_a_tampered_copy_does_not
     shutil.copytree(run_dir, copy)
     retouch(copy, lambda rec: rec.detector_info.update(name="sync-corr-copy"))
     edit_scores(copy, lambda rows: rows[0].update(score="nan"))
+    # the engine records the sha256 of what it wrote; a hand edit of a copy is caught by it
+    rec = read_run(run_dir)
+    assert rec.scores_sha256 == hashlib.sha256((run_dir / "scores.csv").read_bytes()).hexdigest()
+    flipped = run_dir.parent.parent / "sync-corr-flipped" / run_dir.name
+    shutil.copytree(run_dir, flipped)
+    retouch(flipped, lambda rec: rec.detector_info.update(name="sync-corr-flipped"))
+    edit_scores(flipped, lambda rows: [r.update(label=str(1 - int(r["label"]))) for r in rows],
+                rehash=False)
     runs = collect(out)
     t = build_table(1, runs, published=False)
     assert {r.detector for r in t.rows} == {"sync-corr"}
-    assert len(runs.problems) == 1
+    assert len(runs.problems) == 2
     assert runs.problems[0].startswith(f"left out {rel(out, copy)}: scores.csv: score of ")
+    assert runs.problems[1] == f"left out {rel(out, flipped)}: {EDITED}"

@@ -9,15 +9,14 @@ wrong, and nothing is written unless the whole file is right.
 
 The record is a run folder like any other (``scores.csv``, ``metrics.json``, ``run.json``,
 written atomically, ``run.json`` last), with ``plugin`` ``external`` and the score file's
-sha256 as config hash, so its identity says where the numbers come from. ``run.json`` also
-holds the sha256 of the ``scores.csv`` written, which the tables' verifier checks: an edited
-score gives no cell.
+sha256 as config hash, so its identity says where the numbers come from. Like every run's,
+its ``run.json`` holds the sha256 of the ``scores.csv`` written (``scores_sha256``), which the
+tables' verifier checks: an edited score gives no cell.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import platform
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from avbench.errors import AvbenchError
+from avbench.results import sha256_bytes as sha256_bytes  # the one sha256 of results
 
 EXTERNAL_PLUGIN = "external"
 COLUMNS = ("id", "score", "score_v", "score_a")
@@ -55,10 +55,6 @@ class ExternalOptions:
     n_boot: int = 1000
     seed: int = 0
     command: list[str] = field(default_factory=list)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _header(path: Path, header: list[str]) -> list[str]:
@@ -222,9 +218,7 @@ def _write(opts: ExternalOptions, protocol: Any, test: Any, indexes: dict, df: A
     run_dir = run_folder(opts.out, protocol.name, opts.fold, opts.name, new_run_id())
     record.run_id, record.path = run_dir.name, run_dir
     with RunLock(run_dir):
-        write_results(run_dir, df, n_boot=opts.n_boot, seed=opts.seed)
-        record.detector_info["external"]["scores_csv_sha256"] = sha256_bytes(
-            (run_dir / "scores.csv").read_bytes())
+        write_results(run_dir, df, n_boot=opts.n_boot, seed=opts.seed, record=record)
         record.status = "complete"
         record.write(run_dir)
     return run_dir

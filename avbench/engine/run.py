@@ -482,8 +482,8 @@ def score_and_record(f: FoldRun) -> Path | None:
     if f.dist.rank != 0:
         return None
     df = _video_frame(test, vidx, seg_scores)
-    metrics = write_results(f.run_dir, df, n_boot=f.opts.n_boot, seed=f.opts.seed)
     rec = f.record
+    metrics = write_results(f.run_dir, df, n_boot=f.opts.n_boot, seed=f.opts.seed, record=rec)
     rec.timings = {**{k: round(v, 3) for k, v in f.timings.items()},
                    "total_s": round(time.perf_counter() - f.started + f.timings["index_s"], 3)}
     rec.describe = _safe_describe(f.detector)
@@ -590,13 +590,17 @@ def _save_state(detector: Detector, run_dir: Path) -> None:
         atomic_write_bytes(run_dir / "state.npz", buf.getvalue())
 
 
-def write_results(run_dir: Path, df: Any, *, n_boot: int, seed: int) -> dict[str, Any]:
+def write_results(run_dir: Path, df: Any, *, n_boot: int, seed: int,
+                  record: RunRecord) -> dict[str, Any]:
     """Write ``scores.csv`` (one row per test video) and ``metrics.json`` (every metric with
-    its bootstrap interval over videos) into ``run_dir``; returns the metrics."""
+    its bootstrap interval over videos) into ``run_dir``, and set ``record.scores_sha256`` to
+    the sha256 of the ``scores.csv`` written (the caller writes ``run.json``); returns the
+    metrics. Every writer of a complete run goes through here (``avbench run``, ``eval``,
+    ``score``), so every complete run records that hash."""
     from avbench.metrics import metrics_from_frame
 
     metrics = metrics_from_frame(df, n_boot=n_boot, seed=seed)
-    write_scores(run_dir / "scores.csv", df)
+    record.scores_sha256 = write_scores(run_dir / "scores.csv", df)
     atomic_write_json(run_dir / "metrics.json", {
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
         "bootstrap": {"n": n_boot, "seed": seed, "unit": "video"},

@@ -12,6 +12,9 @@ A table shows only numbers it can vouch for. Before a run's ``scores.csv`` reach
 - ``scores.csv`` has unique ids that are exactly the recorded test split: their
   :func:`~avbench.protocols.split_hash`, together with the test videos the run skipped as
   undecodable, equals ``splits.test.hash``; its row count equals ``n_test_videos``;
+- ``scores.csv`` is byte for byte the file the run wrote: its sha256 is the one ``run.json``
+  records (``scores_sha256``); a run without it (an older avbench's) is left out too. This
+  catches an edited or damaged file, not someone who also rewrites ``run.json``;
 - labels are 0 or 1, and every score (``score``, and ``score_v`` / ``score_a`` where the
   run wrote them) is a finite number in [0, 1]; an empty or NaN score is a reason, never a
   row dropped in silence.
@@ -277,22 +280,39 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
     return None
 
 
+SCORES_EDITED = ("scores.csv was edited or damaged since the run wrote it (sha256 differs "
+                 "from run.json)")
+SCORES_UNHASHED = ("run.json records no sha256 of scores.csv (made by an older avbench): run "
+                   "it again")
+
+
+def check_scores_file(run_dir: Path, info: Mapping[str, Any]) -> str | None:
+    """``scores.csv`` is the file the run wrote: its sha256 is the ``scores_sha256`` that
+    ``run.json`` records (every writer of a run records it, external scores included). This
+    catches an edited or damaged file, not one whose ``run.json`` was rewritten to match."""
+    from avbench.results import sha256_bytes
+
+    recorded = info.get("scores_sha256")
+    if recorded is None:
+        return SCORES_UNHASHED
+    if not isinstance(recorded, str) or len(recorded) != 64:
+        return f"run.json's scores_sha256 {_q(recorded)} is not a sha256"
+    if sha256_bytes((Path(run_dir) / "scores.csv").read_bytes()) != recorded:
+        return SCORES_EDITED
+    return None
+
+
 def check_external(run_dir: Path, info: Mapping[str, Any]) -> str | None:
-    """A record of external scores (``avbench score``): its ``scores.csv`` is the file it
-    recorded (same sha256), and its config hash is the score file's sha256."""
-    from avbench.engine.external import EXTERNAL_PLUGIN, sha256_bytes
+    """A record of external scores (``avbench score``): its config hash is the score file's
+    sha256 (its ``scores.csv`` is checked like every run's, :func:`check_scores_file`)."""
+    from avbench.engine.external import EXTERNAL_PLUGIN
 
     det = info["detector"]
     if det.get("plugin") != EXTERNAL_PLUGIN:
         return None
     ext = det.get("external")
-    if not isinstance(ext, Mapping) or not isinstance(ext.get("scores_csv_sha256"), str):
-        return "run.json of external scores records no sha256 of its scores.csv"
-    if ext.get("sha256") != det.get("config_hash"):
+    if not isinstance(ext, Mapping) or ext.get("sha256") != det.get("config_hash"):
         return "run.json's external score-file sha256 is not its config hash"
-    found = sha256_bytes((Path(run_dir) / "scores.csv").read_bytes())
-    if found != ext["scores_csv_sha256"]:
-        return "scores.csv of external scores was edited since it was recorded (sha256 differs)"
     return None
 
 
@@ -306,6 +326,7 @@ def verify_run(run_dir: Path, info: Mapping[str, Any], scores: DataFrame,
     records (``None`` when there is none)."""
     for check in (lambda: check_record(run_dir, info),
                   lambda: check_protocol(info, protocol),
+                  lambda: check_scores_file(run_dir, info),
                   lambda: check_scores(info, scores),
                   lambda: check_external(run_dir, info)):
         try:
