@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from avbench.errors import DetectorOutputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -213,7 +215,7 @@ class Detector(ABC):
         scores: dict[str, list[np.ndarray]] = {}
         for batch in data.iter_batches(batch_size):
             out = self.predict(batch, ctx)
-            check_scores(out, len(batch), type(self).__name__)
+            check_scores(out, len(batch), self, ids=batch.ids)
             index.append(batch.video_index)
             for k, v in out.items():
                 scores.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
@@ -234,17 +236,53 @@ class Detector(ABC):
         return {}
 
 
-def check_scores(out: dict[str, Any], n: int, who: str) -> None:
-    """Validate a detector's output: known keys, right length, finite values in [0, 1]."""
+def detector_label(det: Any) -> str:
+    """``detector 'NAME' (plugin 'PLUGIN')`` for messages: the registered name (the class
+    name for a detector built by hand) and the plugin that registered it, where known."""
+    name = getattr(det, "name", None) or type(det).__name__
+    label = f"detector {name!r}"
+    try:
+        from avbench.plugins import get_plugins
+
+        info = get_plugins().detectors.get(name)
+    except Exception:  # the plugin's name is a detail of the message: go on without
+        info = None
+    if info is not None and info.plugin:
+        label += f" (plugin {info.plugin!r})"
+    return label
+
+
+def check_scores(out: dict[str, Any], n: int, who: Any, *, method: str = "predict",
+                 ids: Sequence[str] | None = None) -> None:
+    """Validate a detector's output: known keys, right length, finite values in [0, 1].
+
+    ``who`` is the detector (named as :func:`detector_label` does, only when the output is
+    bad) or a name, ``method`` the method the engine called (``scores`` for torch detectors,
+    ``predict`` for the others) and ``ids`` the video of each row, for the message. Raises
+    :class:`~avbench.errors.DetectorOutputError`.
+    """
     import numpy as np
 
-    if "score" not in out:
-        raise ValueError(f"{who}.predict returned no 'score' (got {sorted(out)})")
+    def fail(what: str) -> DetectorOutputError:
+        label = who if isinstance(who, str) else detector_label(who)
+        return DetectorOutputError(f"{label}: {method}() returned {what}")
+
+    if not isinstance(out, Mapping) or "score" not in out:
+        got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+        raise fail(f"no 'score' (got {got})")
     for k, v in out.items():
         if k not in SCORE_KEYS:
-            raise ValueError(f"{who}.predict returned unknown key {k!r}; allowed: {SCORE_KEYS}")
-        a = np.asarray(v, dtype=np.float64)
+            raise fail(f"unknown key {k!r}; allowed: {', '.join(SCORE_KEYS)}")
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise fail(f"{k} that is not an array of numbers ({type(v).__name__})") from None
         if a.shape != (n,):
-            raise ValueError(f"{who}.predict returned {k} of shape {a.shape}, expected ({n},)")
-        if not np.all(np.isfinite(a)) or a.min(initial=0) < 0 or a.max(initial=0) > 1:
-            raise ValueError(f"{who}.predict returned {k} outside [0, 1] or not finite")
+            raise fail(f"{k} of shape {a.shape}, expected ({n},): one per segment")
+        bad = np.flatnonzero(~(np.isfinite(a) & (a >= 0) & (a <= 1)))
+        if bad.size:
+            j = int(bad[0])
+            video = f" for video {ids[j]}" if ids is not None and j < len(ids) else ""
+            more = f" (and {bad.size - 1} more in this batch)" if bad.size > 1 else ""
+            raise fail(f"{k} {a[j]:.6g}{video}{more}; scores must be probabilities "
+                       f"in [0, 1] (apply a sigmoid)")

@@ -47,6 +47,14 @@ class TrainingError(AvbenchError):
     """Training cannot go on (non-finite loss, out of memory); the message says why."""
 
 
+class DetectorOutputError(AvbenchError):
+    """A detector's ``scores()``/``predict()`` returned what the contract forbids (a score
+    outside [0, 1] or not finite, a wrong shape, an unknown key): the plugin's fault, so exit 1,
+    with one line naming the detector, its plugin and the method."""
+
+    exit_code = 1
+
+
 class CheckpointError(AvbenchError):
     """A checkpoint (``checkpoints/last.pt``, the best-validation snapshot in it) or saved
     state that cannot be read or does not fit the detector; names the file and the cause."""

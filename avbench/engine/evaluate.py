@@ -51,8 +51,10 @@ def evaluate_torch(det: Any, data: Any, ctx: RunContext, *, segments: Any = None
                 out = det.scores(model, batch)
             n = batch["video_index"].shape[0]
             arrays = {k: v.detach().float().cpu().numpy().astype(np.float64) for k, v in out.items()}
-            check_scores(arrays, n, type(det).__name__)
-            index.append(batch["video_index"].cpu().numpy())
+            vidx = batch["video_index"].cpu().numpy()
+            check_scores(arrays, n, det, method="scores",
+                         ids=[data.records[int(i)].id for i in vidx])
+            index.append(vidx)
             for k, v in arrays.items():
                 scores.setdefault(k, []).append(v)
             bar.advance(n)
