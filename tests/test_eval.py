@@ -40,6 +40,21 @@ def trained(synthetic_root, tmp_path_factory) -> Path:
     return _only(out, "intra/all/mfcc-logreg/*")
 
 
+@pytest.fixture(scope="module")
+def trained_rvfa(synthetic_root, tmp_path_factory) -> Path:
+    """A complete mfcc-logreg run on cross-manip's RVFA fold (trained without RVFA fakes)."""
+    out = tmp_path_factory.mktemp("source_rvfa")
+    r = run_cli(["run", "-d", "mfcc-logreg", "-p", "cross-manip", "--fold", "RVFA", "--data",
+                 f"fakeavceleb={synthetic_root}", "--out", str(out), "--quiet", "--seed", "5"])
+    assert r.exit_code == 0, r.output
+    return _only(out, "cross-manip/RVFA/mfcc-logreg/*")
+
+
+def _split_hashes(run_dir: Path) -> dict[str, str]:
+    info = json.loads((run_dir / "run.json").read_text())
+    return {k: v["hash"] for k, v in info["splits"].items()}
+
+
 def _eval(source: Path, out: Path, protocol: str, data: list[str], *extra: str):
     return run_cli(["eval", "--from", str(source), "-p", protocol, *data, "--out", str(out),
                     "--quiet", *extra])
@@ -251,3 +266,67 @@ def test_the_config_is_rebuilt_from_the_record_or_refused():
         source_config(_recorded(older), info, {})
     with pytest.raises(ResultsError, match=r"has no config key 'gone' now"):
         source_config(_recorded({**as_written, "gone": 1}), info, {})
+
+
+def _refusal(line: str, source: Path, trained_under: str, target: str, command: str) -> str:
+    """The refusal's one line, checked but for the target's hash, which it returns."""
+    prefix = (f"error: --from {source}: the run was trained on {trained_under}'s train split "
+              f"(hash {_split_hashes(source)['train']}); {target} trains on another (hash ")
+    suffix = (f"), so its scores would not be that protocol's: train under it with "
+              f"`{command}`")
+    assert line.startswith(prefix) and line.endswith(suffix), line
+    found = line[len(prefix):-len(suffix)]
+    assert len(found) == 16 and found != _split_hashes(source)["train"], line
+    return found
+
+
+@pytest.mark.slow
+def test_an_intra_model_is_not_scored_as_a_held_out_manipulation(trained, synthetic_root,
+                                                                 trained_rvfa, tmp_path):
+    """The intra model saw RVFA fakes in training: its scores on RVFA's test split are not
+    cross-manip's RVFA experiment, so eval refuses them (and writes nothing)."""
+    out = tmp_path / "out"
+    line = _error_line(_eval(trained, out, "cross-manip", ["--data", f"fakeavceleb={synthetic_root}"],
+                             "--fold", "RVFA"))
+    found = _refusal(line, trained, "intra/all", "cross-manip/RVFA",
+                     "avbench run -d mfcc-logreg -p cross-manip --fold RVFA")
+    assert found == _split_hashes(trained_rvfa)["train"]  # the hash a run under it records
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_cross_manip_model_is_not_scored_as_intra(trained_rvfa, trained, synthetic_root,
+                                                    tmp_path):
+    """The RVFA fold's model never saw RVFA fakes: not the intra experiment either, nor any
+    other fold's (every fold is checked before anything is written)."""
+    data = ["--data", f"fakeavceleb={synthetic_root}"]
+    line = _error_line(_eval(trained_rvfa, tmp_path / "a", "intra", data))
+    found = _refusal(line, trained_rvfa, "cross-manip/RVFA", "intra/all",
+                     "avbench run -d mfcc-logreg -p intra")
+    assert found == _split_hashes(trained)["train"]
+    line = _error_line(_eval(trained_rvfa, tmp_path / "b", "cross-manip", data))
+    _refusal(line, trained_rvfa, "cross-manip/RVFA", "cross-manip/FVRA-WL",
+             "avbench run -d mfcc-logreg -p cross-manip --fold FVRA-WL")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_validation_split_must_be_the_sources_too():
+    """Same train split, another val split (model selection on other videos): refused too;
+    the comparison is of hashes, whichever dataset root the source was run on."""
+    from avbench.engine.restore import check_same_training
+    from avbench.errors import ProtocolError
+
+    rec = types.SimpleNamespace(run_id="r1", path=Path("intra/all/d/r1"), protocol="intra",
+                                fold="all", detector="d",
+                                splits={"train": {"hash": "aaaa"}, "val": {"hash": "bbbb"},
+                                        "test": {"hash": "cccc"}})
+    source = Source(record=rec, state_file=Path("state.npz"), fit_videos={})
+    same = {"train": types.SimpleNamespace(hash="aaaa"), "val": types.SimpleNamespace(hash="bbbb"),
+            "test": types.SimpleNamespace(hash="dddd")}
+    check_same_training(source, same, "cross-dataset/all", "-p cross-dataset")  # test may differ
+    other_val = {**same, "val": types.SimpleNamespace(hash="eeee")}
+    with pytest.raises(ProtocolError, match=(
+            r"^--from intra/all/d/r1: the run was validated on intra/all's val split \(hash "
+            r"bbbb\); P/all validates on another \(hash eeee\), so its scores would not be "
+            r"that protocol's: train under it with `avbench run -d d -p P`$")):
+        check_same_training(source, other_val, "P/all", "-p P")

@@ -27,7 +27,7 @@ def eval_command(
 ) -> None:
     """Score a trained run on another protocol's or dataset's test split, without training.
 
-    The new run folder is marked evaluation-only and names its source run. Refused when a test video was in the source run's training or validation split.
+    The new run folder is marked evaluation-only and names its source run. Refused unless the protocol trains and validates on the source run's train and val splits (cross-dataset on an intra run), and when a test video was in them.
     """
     from avbench.cli import _ARGV, _console, _plugins, _warn_plugins
     from avbench.config import parse_set_items

@@ -9,7 +9,10 @@ and validation), which must hash to the split hashes of the record.
 from the record (the rebuilt config must hash as recorded; ``--set`` may only give what the
 record keeps by name, such as the path of a weights file), loads the state, and refuses when
 any test video of P's split (same dataset, same id) was among the videos the source run
-trained or selected on. It then takes the steps of ``avbench run`` without ``fit``: the test
+trained or selected on, or when P's train and validation splits (built from the same
+``--data``) do not hash as the source's: scoring without training is P's experiment only
+when P trains and validates on what the source did (``cross-dataset`` on an ``intra`` run,
+not a ``cross-manip`` fold, whose held-out manipulation an ``intra`` model saw). It then takes the steps of ``avbench run`` without ``fit``: the test
 split's media, every segment scored, ``scores.csv``, ``metrics.json`` and ``run.json``, in a
 run folder of P like any other, which tables verify as usual. That record says
 ``"evaluation_only": true``, keeps the source run's ``checkpoint`` block (which state
@@ -33,6 +36,7 @@ from avbench.errors import (
     CheckpointError,
     ConfigError,
     LeakageError,
+    ProtocolError,
     ResultsError,
 )
 
@@ -233,6 +237,33 @@ def check_no_overlap(source: Source, test: Any, where: str) -> None:
                                f"{dataset}:{shared[0]}); its scores on them would be no test")
 
 
+_FIT_VERBS = {"train": ("trained", "trains"), "val": ("validated", "validates")}
+
+
+def check_same_training(source: Source, splits: dict[str, Any], target: str,
+                        run_args: str) -> None:
+    """A ``ProtocolError`` unless every split of ``splits`` but ``test`` (those ``fit`` sees
+    under ``target``, ``<protocol>/<fold>``) hashes as the source run recorded it: only then
+    are the source model's scores on the target's test split that protocol's scores.
+    ``cross-dataset`` trains and validates as ``intra`` does; a ``cross-manip`` fold holds
+    one manipulation out of training, which an ``intra`` model saw (and the fold's model
+    did not see it, so it is not ``intra``'s model either). ``run_args`` are the ``avbench
+    run`` options (``-p P [--fold F]``) the message suggests instead."""
+    rec = source.record
+    names = sorted({*rec.splits, *splits} - {"test"}, key=lambda n: (n != "train", n))
+    for name in names:
+        entry = rec.splits.get(name)
+        had = entry.get("hash") if isinstance(entry, dict) else None
+        want = splits[name].hash if name in splits else None
+        if had != want:
+            did, does = _FIT_VERBS.get(name, ("fitted", "fits"))
+            raise ProtocolError(
+                f"--from {rec.path}: the run was {did} on {rec.protocol}/{rec.fold}'s {name} "
+                f"split (hash {had or 'none'}); {target} {does} on another (hash "
+                f"{want or 'none'}), so its scores would not be that protocol's: train under "
+                f"it with `avbench run -d {rec.detector} {run_args}`")
+
+
 # -- avbench eval ----------------------------------------------------------------------------------
 
 
@@ -262,8 +293,11 @@ def evaluate_from(source_dir: Path, opts: Any, console: Any = None) -> list[Path
     index_s = time.perf_counter() - t0
     tests = {}
     for fold in [opts.fold] if opts.fold else (protocol.fold_names or [None]):
-        tests[fold] = steps.fold_splits(protocol, fold, indexes, adapters)["test"]
-        check_no_overlap(source, tests[fold], protocol.name + (f" fold {fold}" if fold else ""))
+        splits = steps.fold_splits(protocol, fold, indexes, adapters)
+        check_no_overlap(source, splits["test"], protocol.name + (f" fold {fold}" if fold else ""))
+        check_same_training(source, splits, f"{protocol.name}/{fold or 'all'}",
+                            f"-p {opts.protocol}" + (f" --fold {fold}" if fold else ""))
+        tests[fold] = splits["test"]
     detector = restore_detector(source, info, config, opts.seed)
     written = []
     try:
