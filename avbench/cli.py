@@ -298,7 +298,7 @@ def detectors_show(
 
     from rich.table import Table
 
-    from avbench.config import parse_set_items
+    from avbench.config import describe_bounds, field_bounds, parse_set_items
 
     info = _plugins().detector(name)
     det = info.create(parse_set_items(set_))
@@ -310,7 +310,9 @@ def detectors_show(
     hints = typing.get_type_hints(type(det.config))
     for f in dataclasses.fields(det.config):
         tp = hints.get(f.name, f.type)
-        t.add_row(f.name, repr(getattr(det.config, f.name)), _type_name(tp))
+        bounds = describe_bounds(field_bounds(type(det.config), f.name))
+        t.add_row(f.name, repr(getattr(det.config, f.name)),
+                  _type_name(tp) + (f", {bounds}" if bounds else ""))
     c.print(t)
     spec = det.input_spec()
     c.print(f"input: {spec.frames} frames of {spec.size}x{spec.size} at {spec.fps} fps, "

@@ -149,3 +149,13 @@ def test_the_cli_refuses_bad_baseline_settings():
     r = run_cli(["detectors", "show", "mfcc-logreg", "--set", "c_grid=0.1,-1"])
     assert r.exit_code == 2
     assert "c_grid must be > 0" in r.stderr
+
+
+def test_detectors_show_lists_the_bounds_beside_the_type():
+    r = run_cli(["detectors", "show", "sync-corr"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = {line.split("│")[1].strip(): line.split("│")[3].strip()
+            for line in r.stdout.splitlines() if line.count("│") == 4}
+    assert rows["r_neutral"] == "float, in (-1, 1)"
+    assert rows["max_lag"] == "int, >= 0"
+    assert rows["envelope"] == "'linear' | 'db'"
