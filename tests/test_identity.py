@@ -417,10 +417,11 @@ def _scores(seed: int, n: int = 40) -> pd.DataFrame:
     })
 
 
-def _table_run(root, run_id, *, width, seed, finished, scores_seed):
+def _table_run(root, run_id, *, width, seed, finished, scores_seed, fingerprint="fp1"):
     det = {"name": "alpha", "plugin": "p", "modality": "AV", "tables": {},
            "config": {"width": width}, "config_hash": config_hash({"width": width})}
-    rec = make_record(run_id=run_id, detector_info=det, seed=seed, finished=finished)
+    rec = make_record(run_id=run_id, detector_info=det, seed=seed, finished=finished,
+                      datasets={"fakeavceleb": {"fingerprint": fingerprint, "n_videos": 319}})
     d = _write(root, rec)
     rec = read_run(d)
     rec.scores_sha256 = write_scores(d / "scores.csv", _scores(scores_seed))
@@ -436,6 +437,8 @@ def _auc(seed):
 
 
 def test_mean_never_mixes_identities_and_footnotes_name_the_identity(tmp_path):
+    """Two configs of one detector are two rows (alpha is not installed, so each is labelled
+    with its config hash); within a row a cell shows one identity, the newest."""
     from avbench.tables import build_table
     from avbench.tables.build import Runs
 
@@ -450,28 +453,39 @@ def test_mean_never_mixes_identities_and_footnotes_name_the_identity(tmp_path):
                    scores_seed=4),
         _table_run(tmp_path, "b1-again", width=16, seed=1, finished="2025-02-03T00:00:00Z",
                    scores_seed=5),
+        # same config, other dataset fingerprint, older: another identity of the width-16 row
+        _table_run(tmp_path, "c0", width=16, seed=2, finished="2025-01-15T00:00:00Z",
+                   scores_seed=6, fingerprint="fp0"),
     ]
+    h8, h16 = config_hash({"width": 8})[:8], config_hash({"width": 16})[:8]
     t = build_table(1, Runs(runs, root=tmp_path), published=False, aggregate="mean")
-    (row,) = t.rows
-    cell = row.cells["auc"]
-    # the newest identity (width 16), the newest run of each of its seeds: b0 and b1-again
+    rows = {r.text["Method"]: r for r in t.rows}
+    assert [r.text["Method"] for r in t.rows] == sorted([f"alpha [{h8}]", f"alpha [{h16}]"])
+    cell = rows[f"alpha [{h16}]"].cells["auc"]
+    # the newest identity (width 16, fp1), the newest run of each of its seeds: b0, b1-again
     assert cell.n_runs == 2
     assert cell.value == pytest.approx(np.mean([_auc(3), _auc(5)]), abs=1e-7)
+    # the width-8 runs are a row of their own, never averaged with the width-16 ones
+    assert rows[f"alpha [{h8}]"].cells["auc"].value == pytest.approx(
+        np.mean([_auc(1), _auc(2)]), abs=1e-7)
     notes = "\n".join(t.footnotes)
-    h16 = config_hash({"width": 16})[:8]
-    assert "alpha on intra: mean ± std over 2 runs (seeds 0, 1)." in notes
-    assert (f"alpha on intra: 2 run(s) of another identity (config, datasets or versions) "
-            f"left out; the newest identity is shown (config {h16}, protocol intra v1)") in notes
+    assert f"alpha [{h16}] on intra: mean ± std over 2 runs (seeds 0, 1)." in notes
+    assert (f"alpha [{h16}] on intra: 1 run(s) of another identity (config, datasets or "
+            f"versions) left out; the newest identity is shown (config {h16}, protocol intra "
+            f"v1)") in notes
     assert "1 older run(s) repeating a seed left out" in notes
-    assert f"alpha: config {h16}; protocol intra v1." in notes
+    assert f"alpha [{h16}]: config {h16}; protocol intra v1." in notes
+    assert f"alpha [{h8}]: config {h8}; protocol intra v1." in notes
 
-    # without the newer identity, the width-8 runs are averaged (and named)
+    # one config alone: the row keeps the detector's name
     t = build_table(1, Runs(runs[:2], root=tmp_path), published=False, aggregate="mean")
+    assert [r.text["Method"] for r in t.rows] == ["alpha"]
     assert t.rows[0].cells["auc"].value == pytest.approx(np.mean([_auc(1), _auc(2)]), abs=1e-7)
-    assert f"alpha: config {config_hash({'width': 8})[:8]}; protocol intra v1." in \
-        "\n".join(t.footnotes)
+    assert f"alpha: config {h8}; protocol intra v1." in "\n".join(t.footnotes)
 
-    # latest: the newest run; its identity named
+    # latest: the newest run of each row; its identity named
     t = build_table(1, Runs(runs, root=tmp_path), published=False)
-    assert t.rows[0].cells["auc"].value == pytest.approx(_auc(5), abs=1e-7)
-    assert f"alpha: config {h16}; protocol intra v1." in "\n".join(t.footnotes)
+    rows = {r.text["Method"]: r for r in t.rows}
+    assert rows[f"alpha [{h16}]"].cells["auc"].value == pytest.approx(_auc(5), abs=1e-7)
+    assert rows[f"alpha [{h8}]"].cells["auc"].value == pytest.approx(_auc(2), abs=1e-7)
+    assert f"alpha [{h16}]: config {h16}; protocol intra v1." in "\n".join(t.footnotes)

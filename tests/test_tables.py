@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
+from avbench import significance
+from avbench.config import config_hash
 from avbench.errors import ConfigError, ResultsError
 from avbench.protocols import split_hash
 from avbench.records import VideoRecord
@@ -38,6 +41,7 @@ from avbench.tables import (
     table_for_protocol,
 )
 from avbench.tables.build import registered_protocols
+from avbench.testing import run_cli
 
 FOLDS = ("RVFA", "FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")  # cross-manip's, as in the paper
 FV_FOLDS = FOLDS[1:]
@@ -81,22 +85,33 @@ def split_record(scores: pd.DataFrame) -> dict:
 def write_run(root: Path, detector: str, protocol: str, fold: str | None = None, *,
               scores: pd.DataFrame, version: str | None = None, status: str = "complete",
               finished: str = "2025-01-01T00:00:00Z", modality: str = "AV",
-              run_id: str | None = None, seed: int = 0) -> Path:
+              run_id: str | None = None, seed: int = 0, config: dict | None = None,
+              skipped: Iterable[tuple[str, str]] = ()) -> Path:
     """A run folder as ``avbench run`` writes it (the fields a table checks), of the
     protocol registered now (``version`` other than its own makes it a run of another
-    protocol file)."""
+    protocol file). ``config``: the resolved config run.json records (and its hash);
+    ``skipped``: (id, kind) of test videos the run could not use (in the split, not
+    scored)."""
     run_id = run_id or f"{finished[:10]}-{detector}-{next(_IDS):04d}"
     path = run_folder(root, protocol, fold, detector, run_id)
     registered = registered_protocols()[protocol]
     path.mkdir(parents=True, exist_ok=True)
     sha = write_scores(path / "scores.csv", scores)
+    det: dict = {"name": detector, "modality": modality}
+    if config is not None:
+        det.update(config=config, config_hash=config_hash(config))
+    skipped = list(skipped)
+    items = [{"split": "test", "id": i, "kind": k, "reason": f"file is {k}"} for i, k in skipped]
+    everything = pd.concat([scores[["id", "dataset"]], pd.DataFrame(
+        {"id": [i for i, _ in skipped], "dataset": scores["dataset"].iloc[0]})])
     RunRecord(
         run_id=run_id, status=status, created=finished,
         finished=finished if status == "complete" else None,
-        detector_info={"name": detector, "modality": modality},
+        detector_info=det,
         protocol_info={"name": protocol, "version": version or registered.version,
                        "fold": fold, "file_hash": registered.file_hash},
-        splits={"test": split_record(scores)}, seed=seed, n_test_videos=len(scores),
+        splits={"test": split_record(everything)}, seed=seed, n_test_videos=len(scores),
+        skipped_media={"count": len(items), "by_kind": {}, "items": items},
         scores_sha256=sha,
     ).write(path)
     # a stale metrics file with numbers that must never show up in a table
@@ -525,3 +540,124 @@ def test_a_plugin_adds_a_protocol_and_its_table_without_touching_the_core(tmp_pa
     assert table.title.startswith("Table 7: two folds.")
     assert [c.key for c in table.columns] == ["RVFA.auc", "FVRA-WL.auc", "AVG.auc"]
     assert "No computed rows: no usable run of two-folds." in table.footnotes
+
+
+# --------------------------------------------------------------------------------------------
+# A cell that scored part of its split says so
+
+
+def _export(renderable, width: int = 400) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=width, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_a_cell_that_scored_fewer_test_videos_than_the_split_says_so(tmp_path) -> None:
+    """61 of 64 scored, 3 unusable: a note in every format (rich and plain text, markdown,
+    LaTeX, and a Notes column in CSV); a cell that scored its whole split has none."""
+    root = tmp_path / "results"
+    scores = make_scores(3, n=61)
+    skipped = [("v3/t.mp4", "truncated"), ("v3/e.mp4", "empty"), ("v3/u.mp4", "unreadable"),]
+    write_run(root, "avprompt", "cross-manip", "RVFA", scores=scores, skipped=skipped)
+    write_run(root, "avprompt", "cross-manip", "FVRA-WL", scores=make_scores(4, n=64))
+    want = ("RVFA avprompt: 61 of 64 test videos scored; 3 unusable (empty 1, truncated 1, "
+            "unreadable 1), listed in run.json")
+    runs = collect(root)
+    assert runs.problems == []
+    t = build_table(2, runs, published=False)
+    (row,) = t.rows
+    assert row.notes == [want]
+    notes = "\n".join(t.footnotes)
+    assert notes.count("test videos scored") == 1 and want in notes
+    plain = _export(render(t, "rich"))
+    assert " ".join(plain.split()).count(want) == 1, plain
+    assert " ".join(_export(render(t, "rich", width=100), 100).split()).count(want) == 1
+    assert want.replace("_", "\\_") in render(t, "markdown")
+    assert want.replace("_", r"\_") in render(t, "latex")
+    (csv_row,) = csv.DictReader(io.StringIO(render(t, "csv")))
+    assert csv_row["Notes"] == want
+    r = run_cli(["table", "-t", "2", "--results", str(root), "--no-published"],
+                env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and want in " ".join(r.stdout.split()), r.stdout
+
+
+def test_no_skipped_test_video_no_note_and_no_notes_column(tmp_path) -> None:
+    root = tmp_path / "results"
+    write_run(root, "avprompt", "cross-manip", "RVFA", scores=make_scores(3, n=20))
+    t = build_table(2, collect(root), published=False)
+    assert t.rows[0].notes == []
+    assert not any("test videos scored" in n for n in t.footnotes)
+    assert "Notes" not in render(t, "csv").splitlines()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# One row per (detector, config)
+
+
+def _sync_corr_default() -> dict:
+    from avbench.tables.build import default_config_hash
+
+    found = default_config_hash("sync-corr")
+    assert found is not None
+    return found[1]
+
+
+def test_another_config_of_a_detector_is_a_row_of_its_own_and_averages_its_own_cells(
+        tmp_path) -> None:
+    """`--fold FVFA-WL --set max_lag=0` after a default run of every fold: the default row
+    keeps its numbers (AVG-FV over its own four FV cells), the other config is a row of its
+    own labelled with what differs, and AVG-FV of a row with one FV cell is blank."""
+    root = tmp_path / "results"
+    default = _sync_corr_default()
+    assert default["max_lag"] != 0
+    other = {**default, "max_lag": 0}
+    frames = {fold: make_scores(10 + i) for i, fold in enumerate(FOLDS)}
+    for fold in FOLDS:
+        write_run(root, "sync-corr", "cross-manip", fold, scores=frames[fold], config=default)
+    worse = frames["FVFA-WL"].copy()  # the same test videos, other scores
+    worse["score"] = np.random.default_rng(30).uniform(0, 1, len(worse))
+    write_run(root, "sync-corr", "cross-manip", "FVFA-WL", scores=worse, config=other,
+              finished="2025-02-01T00:00:00Z")  # newer: it used to replace the default's cell
+    t = build_table(2, collect(root), published=False)
+    assert [r.text["Method"] for r in t.rows] == ["sync-corr", "sync-corr [max_lag=0]"]
+    base, lag0 = t.rows
+    fv = [f for f in FOLDS if f.startswith("FV")]
+    assert base.cells["FVFA-WL.auc"].value == pytest.approx(sk(frames["FVFA-WL"], "auc"))
+    assert base.cells["AVG-FV.auc"].value == pytest.approx(
+        np.mean([sk(frames[f], "auc") for f in fv]))
+    assert lag0.cells["FVFA-WL.auc"].value == pytest.approx(sk(worse, "auc"))
+    assert not lag0.cells["AVG-FV.auc"].present and not lag0.cells["RVFA.auc"].present
+    assert (base.config_hash, lag0.config_hash) == (config_hash(default), config_hash(other))
+    notes = "\n".join(t.footnotes)
+    assert f"sync-corr [max_lag=0]: config {config_hash(other)[:8]}; protocol" in notes
+    assert f"sync-corr: config {config_hash(default)[:8]}; protocol" in notes
+    md = render(t, "markdown")
+    assert "| sync-corr [max\\_lag=0] |" in md, md
+    # --compare sync-corr is against the default-config row; the other row is tested
+    t = build_table(2, collect(root), published=False, compare="sync-corr")
+    base, lag0 = t.rows
+    assert all(c.p is None for c in base.cells.values())
+    assert lag0.cells["FVFA-WL.auc"].p is not None
+    assert lag0.cells["FVFA-WL.auc"].p == pytest.approx(significance.delong(
+        frames["FVFA-WL"]["label"], worse["score"], frames["FVFA-WL"]["score"]).p)
+
+
+def test_labels_of_detectors_not_installed_and_the_order_of_rows(tmp_path) -> None:
+    """A detector that is not installed: one config keeps its name; several are labelled
+    with their config hash's first 8 hex digits, ordered by detector then label."""
+    root = tmp_path / "results"
+    write_run(root, "zeta", "intra", scores=make_scores(1), config={"k": 2})
+    write_run(root, "alpha", "intra", scores=make_scores(2), config={"k": 1})
+    write_run(root, "alpha", "intra", scores=make_scores(3), config={"k": 2})
+    t = build_table(1, collect(root), published=False)
+    h1, h2 = config_hash({"k": 1})[:8], config_hash({"k": 2})[:8]
+    assert [r.text["Method"] for r in t.rows] == [*sorted([f"alpha [{h1}]", f"alpha [{h2}]"]),
+                                                  "zeta"]
+    with pytest.raises(ConfigError, match="no computed row of alpha's default config"):
+        build_table(1, collect(root), published=False, compare="alpha")
+    t = build_table(1, collect(root), published=False, compare=f"alpha [{h1}]")  # by label
+    assert any(n.startswith(f"--compare: alpha [{h2}] on AUC not tested against alpha "
+                            f"[{h1}]: the two runs scored different test videos") for n in
+               t.footnotes), t.footnotes

@@ -6,7 +6,13 @@ Rules:
 - runs whose ``run.json`` status is not ``complete`` are left out unless
   ``include_incomplete`` (their cells are then marked with a dagger and the row's source says
   ``computed (incomplete)``); a complete run is always preferred over an incomplete one;
-- several runs of one (detector, protocol, fold): ``aggregate="latest"`` shows the most
+- a row is one (detector, config hash): runs of a detector under another config than its
+  default are a row of their own, labelled with the config keys that differ from the
+  default (``sync-corr [max_lag=0]``, :func:`row_labels`), and AVG columns average that
+  row's own cells only; rows of the default config keep the detector's name;
+- a cell that scored fewer test videos than its split (some unusable, ``skipped_media``)
+  gets a note saying how many and why;
+- several runs of one (detector, config, protocol, fold): ``aggregate="latest"`` shows the most
   recent (by ``finished``, then ``created``, then run-id), ``aggregate="mean"`` the mean and
   standard deviation over them; a footnote says how many there were;
 - protocol versions are never mixed: per protocol the newest version found is used and the
@@ -181,21 +187,85 @@ class _Evaluated:
     metrics: dict[str, Any]
 
 
+RowKey = tuple[str, str]  # (detector, config hash)
+CellKey = tuple[str, str, str, str]  # (detector, config hash, protocol, fold)
+
+
+def default_config_hash(detector: str, plugins: Any = None) -> tuple[str, dict] | None:
+    """``(config hash, config)`` of ``detector``'s default config as a run records it (the
+    registered detector's config with no ``--set``, as ``avbench detectors show`` gives it);
+    ``None`` when no detector of that name is registered or it cannot be loaded."""
+    from avbench.config import config_hash, config_to_dict
+    from avbench.engine.run import portable
+
+    if plugins is None:
+        from avbench.plugins import get_plugins
+
+        plugins = get_plugins()
+    info = plugins.detectors.get(detector)
+    if info is None:
+        return None
+    try:
+        config = portable(config_to_dict(info.make_config()))
+    except Exception:  # a plugin that cannot be loaded now: its default is unknown
+        return None
+    return config_hash(config), config
+
+
+def _value_text(v: Any) -> str:
+    import json
+
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def row_labels(configs: Mapping[RowKey, Mapping[str, Any]],
+               defaults: Mapping[str, tuple[str, dict] | None]) -> dict[RowKey, str]:
+    """The label of each row (detector, config hash), from each row's recorded config and
+    each detector's default (:func:`default_config_hash`; ``None`` when not installed).
+
+    A row of the default config is labelled with the detector's name; another config with
+    the name and the keys whose values differ from the default, ``sync-corr [max_lag=0]``
+    (or the config hash's first 8 hex digits where no key differs, the detector is not
+    installed or the run records no config). A detector that is not installed, or whose
+    runs record no config, keeps its name when its runs are of a single config, since
+    nothing tells that config from another."""
+    by_det: dict[str, list[str]] = defaultdict(list)
+    for det, cfg in configs:
+        by_det[det].append(cfg)
+    labels: dict[RowKey, str] = {}
+    for (det, cfg), config in configs.items():
+        default = defaults.get(det)
+        if default is None or not config:  # not installed, or the run records no config
+            labels[(det, cfg)] = det if len(by_det[det]) == 1 else f"{det} [{cfg[:8] or '?'}]"
+            continue
+        d_hash, d_config = default
+        if cfg == d_hash:
+            labels[(det, cfg)] = det
+            continue
+        missing = object()
+        diff = [f"{k}={_value_text(config.get(k)) if k in config else 'unset'}"
+                for k in sorted(set(config) | set(d_config))
+                if config.get(k, missing) != d_config.get(k, missing)]
+        labels[(det, cfg)] = f"{det} [{', '.join(diff) if diff else cfg[:8] or '?'}]"
+    return labels
+
+
 class _Pool:
     """The runs of some protocols, one protocol version each, grouped by
     (detector, protocol, fold) and evaluated on demand."""
 
     def __init__(self, runs: Runs, protocols: Iterable[str], *, aggregate: str, ci: bool,
                  mixed_versions: str, notes: list[str],
-                 folds: Mapping[str, list[str]] | None = None):
+                 folds: Mapping[str, list[str]] | None = None,
+                 defaults: Callable[[str], tuple[str, dict] | None] | None = None):
         self.aggregate = aggregate
         self.ci = ci
         self.notes = notes
         self.root = runs.root
-        self.groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
-        self._cache: dict[tuple[str, str, str], list[_Evaluated]] = {}
+        self.groups: dict[CellKey, list[RunRecord]] = defaultdict(list)
+        self._cache: dict[CellKey, list[_Evaluated]] = {}
         # the identity (up to the seed) each evaluated cell shows
-        self.shown: dict[tuple[str, str, str], RunIdentity] = {}
+        self.shown: dict[CellKey, RunIdentity] = {}
         for proto in protocols:
             mine = [r for r in runs if r.protocol == proto]
             if not mine:
@@ -219,21 +289,39 @@ class _Pool:
                 if fold is None:
                     unknown[r.fold] += 1
                     continue
-                self.groups[(r.detector, proto, fold)].append(r)
+                self.groups[(r.detector, r.config_hash, proto, fold)].append(r)
             for fold, n in sorted(unknown.items()):
                 notes.append(f"{proto}: {n} run(s) of fold {fold!r} left out (no such column).")
         for group in self.groups.values():
             group.sort(key=_recency, reverse=True)
+        configs: dict[RowKey, dict[str, Any]] = {}
+        for (det, cfg, _, _), group in sorted(self.groups.items()):
+            config = max(group, key=_recency).detector_info.get("config")
+            configs.setdefault((det, cfg), config if isinstance(config, dict) else {})
+        wanted = sorted({det for det, _ in configs})
+        if defaults is None and wanted:  # the plugins are loaded once, not per detector
+            from avbench.plugins import get_plugins
 
-    def detectors(self, protocols: Iterable[str] | None = None) -> list[str]:
+            plugins = get_plugins()
+            defaults = lambda det: default_config_hash(det, plugins)  # noqa: E731
+        self.labels = row_labels(configs, {det: defaults(det) for det in wanted}
+                                 if defaults is not None else {})
+
+    def rows(self, protocols: Iterable[str] | None = None) -> list[RowKey]:
+        """The (detector, config hash) of each row with runs of ``protocols``, ordered by
+        detector, then label."""
         ps = set(protocols) if protocols is not None else None
-        return sorted({d for d, p, _ in self.groups if ps is None or p in ps})
+        keys = {(d, c) for d, c, p, _ in self.groups if ps is None or p in ps}
+        return sorted(keys, key=lambda k: (k[0], self.labels[k], k[1]))
 
-    def detector_info(self, detector: str) -> dict[str, Any]:
-        """``run.json``'s ``detector`` object merged over the detector's runs, oldest first, so
+    def label(self, row: RowKey) -> str:
+        return self.labels.get(row, row[0])
+
+    def detector_info(self, row: RowKey) -> dict[str, Any]:
+        """``run.json``'s ``detector`` object merged over the row's runs, oldest first, so
         the most recent run wins per field, while a run that lacks a field does not erase
         it."""
-        runs = [r for (d, _, _), rs in self.groups.items() if d == detector for r in rs]
+        runs = [r for (d, c, _, _), rs in self.groups.items() if (d, c) == row for r in rs]
         runs.sort(key=_recency)
         merged: dict[str, Any] = {}
         for r in runs:
@@ -242,7 +330,7 @@ class _Pool:
                 merged.update({k: v for k, v in info.items() if v not in (None, "")})
         return merged
 
-    def evaluate(self, key: tuple[str, str, str]) -> list[_Evaluated]:
+    def evaluate(self, key: CellKey) -> list[_Evaluated]:
         if key in self._cache:
             return self._cache[key]
         from avbench.metrics import metrics_from_frame
@@ -274,7 +362,8 @@ class _Pool:
             used.append(_Evaluated(r, metrics))
             shown = ident
             seeds.add(r.seed)
-        detector, proto, fold = key
+        det, cfg, proto, fold = key
+        detector = self.label((det, cfg))
         where = _where(proto, fold)
         if shown is not None:
             self.shown[key] = shown
@@ -298,14 +387,15 @@ class _Pool:
         self._cache[key] = used
         return used
 
-    def identity_note(self, detector: str) -> str | None:
-        """Which identity the cells of ``detector`` show: its config hash (short) and the
+    def identity_note(self, row: RowKey) -> str | None:
+        """Which identity the cells of ``row`` show: its config hash (short) and the
         protocol versions, e.g. ``alpha: config 1a2b3c4d; protocol intra v1``."""
-        mine = {k: v for k, v in self.shown.items() if k[0] == detector}
+        mine = {k: v for k, v in self.shown.items() if k[:2] == row}
         if not mine:
             return None
+        detector = self.label(row)
         configs: dict[str, list[str]] = defaultdict(list)
-        for (_, proto, fold), ident in sorted(mine.items()):
+        for (_, _, proto, fold), ident in sorted(mine.items()):
             configs[ident.config_hash[:8] or "?"].append(_where(proto, fold))
         protos = sorted({(i.protocol, i.protocol_version) for i in mine.values()})
         if len(configs) == 1:
@@ -318,9 +408,27 @@ class _Pool:
         return (f"{detector}: {cfg}; protocol "
                 + ", ".join(f"{p} v{v}" for p, v in protos) + evaluated + ".")
 
-    def cell(self, detector: str, col: Column) -> Cell:
+    def coverage_notes(self, row: RowKey, col: Column) -> list[str]:
+        """One note per run of the cell that scored fewer test videos than its split (the
+        rest unusable, listed in ``run.json``'s ``skipped_media``), e.g. ``RVFA avprompt: 61
+        of 64 test videos scored; 3 unusable (empty 1, truncated 1, unreadable 1), listed in
+        run.json``."""
         assert col.protocol is not None
-        used = self.evaluate((detector, col.protocol, col.fold))
+        used = self.evaluate((*row, col.protocol, col.fold))
+        where = col.protocol if col.fold == ALL_FOLDS else col.fold
+        out = []
+        for e in used:
+            note = _coverage(e.run)
+            if note:
+                run = f" (run {e.run.path.name if e.run.path else e.run.run_id})" \
+                    if len(used) > 1 else ""
+                out.append(f"{where} {self.label(row)}{run}: {note}")
+        return out
+
+    def cell(self, row: RowKey, col: Column) -> Cell:
+        assert col.protocol is not None
+        detector = self.label(row)
+        used = self.evaluate((*row, col.protocol, col.fold))
         if not used:
             return Cell()
         incomplete = any(not e.run.complete for e in used)
@@ -350,6 +458,28 @@ class _Pool:
                     n_runs=len(vals), incomplete=incomplete)
 
 
+def _coverage(run: RunRecord) -> str | None:
+    """``61 of 64 test videos scored; 3 unusable (truncated 2, empty 1), listed in run.json``
+    for a run that skipped test videos; ``None`` for one that scored its whole split."""
+    items = (run.skipped_media or {}).get("items") or []
+    test = [i for i in items if isinstance(i, dict) and i.get("split") == "test"]
+    if not test:
+        return None
+    scored = run.n_test_videos
+    if scored is None:
+        return None
+    kinds: dict[str, int] = defaultdict(int)
+    for i in test:
+        kinds[str(i.get("kind") or "unknown")] += 1
+    split = run.splits.get("test") if isinstance(run.splits, dict) else None
+    total = split.get("n") if isinstance(split, dict) else None
+    if not isinstance(total, int) or isinstance(total, bool):
+        total = scored + len(test)
+    by_kind = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda x: (-x[1], x[0])))
+    return (f"{scored} of {total} test videos scored; {len(test)} unusable ({by_kind}), "
+            f"listed in run.json")
+
+
 # --------------------------------------------------------------------------------------------
 # Table specifications
 
@@ -360,9 +490,11 @@ def _published_text(spec: TableSpec) -> Callable[[dict[str, Any]], dict[str, Any
     return text
 
 
-def _row_text(spec: TableSpec, det: str, info: dict[str, Any]) -> tuple[tuple, dict] | None:
-    """A computed row's sort key and text, or None when the table has no row for ``det``."""
-    text: dict[str, Any] = {"Method": det}
+def _row_text(spec: TableSpec, det: str, label: str,
+              info: dict[str, Any]) -> tuple[tuple, dict] | None:
+    """A computed row's sort key and text (``label`` in the Method column), or None when the
+    table has no row for ``det``."""
+    text: dict[str, Any] = {"Method": label}
     text.update({col: str(info.get(key, "")) for col, key in spec.detector_text.items()})
     if spec.rows is None:
         return (det,), text
@@ -375,23 +507,29 @@ def _row_text(spec: TableSpec, det: str, info: dict[str, Any]) -> tuple[tuple, d
 def _computed_rows(spec: TableSpec, pool: _Pool, notes: list[str]) -> list[Row]:
     columns = spec.columns
     rows: list[tuple[tuple, Row]] = []
-    for det in pool.detectors(spec.protocols):
-        found = _row_text(spec, det, pool.detector_info(det))
+    for key in pool.rows(spec.protocols):
+        det, label = key[0], pool.label(key)
+        found = _row_text(spec, det, label, pool.detector_info(key))
         if found is None:
             continue
         order, text = found
-        cells = {c.key: pool.cell(det, c) for c in columns if c.protocol}
-        if not any(pool.evaluate((det, c.protocol, c.fold)) for c in columns if c.protocol):
-            continue  # every run of this detector was unreadable (named in a footnote)
+        cells = {c.key: pool.cell(key, c) for c in columns if c.protocol}
+        if not any(pool.evaluate((*key, c.protocol, c.fold)) for c in columns if c.protocol):
+            continue  # every run of this row was unreadable (named in a footnote)
         for avg in spec.averages:
             _add_average(cells, avg)
         incomplete = any(c.incomplete for c in cells.values())
         source = COMPUTED_INCOMPLETE if incomplete else COMPUTED
-        if pool.detector_info(det).get("plugin") == EXTERNAL_PLUGIN:
+        if pool.detector_info(key).get("plugin") == EXTERNAL_PLUGIN:
             source = EXTERNAL
         text[SOURCE_COLUMN] = source
         row = Row(text=text, cells={c.key: cells[c.key] for c in columns}, source=source,
-                  detector=det)
+                  detector=det, config_hash=key[1], label=label)
+        seen: set[tuple[str | None, str]] = set()
+        for c in columns:
+            if c.protocol and (c.protocol, c.fold) not in seen:
+                seen.add((c.protocol, c.fold))
+                row.notes.extend(pool.coverage_notes(key, c))
         avg_protocol = {a.name: a.protocol for a in spec.averages}
         for c in columns:
             cell = row.cells[c.key]
@@ -401,9 +539,9 @@ def _computed_rows(spec: TableSpec, pool: _Pool, notes: list[str]) -> list[Row]:
                     where += f" {c.fold}"
                 elif c.group in avg_protocol:
                     where += f" {c.group}"
-                notes.append(f"n/a: {METRIC_NAMES[c.metric]} of {det} on {where} is "
+                notes.append(f"n/a: {METRIC_NAMES[c.metric]} of {label} on {where} is "
                              f"undefined: {cell.undefined}.")
-        rows.append((order, row))
+        rows.append(((*order, label, key[1]), row))
     if spec.rows is not None and not rows and pool.groups:
         notes.append(f"No run is of a detector this table names ({spec.path.name}), so no "
                      f"computed rows.")
@@ -479,7 +617,8 @@ def build_table(
         if any(r.source == EXTERNAL for r in computed):
             footnotes.append("Rows marked 'external' hold scores computed outside avbench, "
                              "recorded with `avbench score` and checked against the test split.")
-        shown = [n for n in (pool.identity_note(r.detector) for r in computed if r.detector) if n]
+        shown = [n for n in (pool.identity_note((r.detector, r.config_hash)) for r in computed
+                             if r.detector) if n]
         if shown:
             footnotes.append("A cell shows the runs of one identity (config hash, protocol "
                              "version, datasets, versions): " + " ".join(shown))
@@ -505,6 +644,11 @@ def build_table(
                          + "".join(f"; {a.name} has none" for a in spec.averages) + ".")
     if any(c.undefined for r in computed for c in r.cells.values()):
         footnotes.append("n/a: the metric is undefined on the test set (details below).")
+    coverage = [n for r in computed for n in r.notes]
+    if coverage:
+        footnotes.append("Cells that scored fewer test videos than the protocol's split (the "
+                         "others could not be used; their ids, kinds and reasons are in the "
+                         "run's run.json, skipped_media): " + "; ".join(coverage) + ".")
     footnotes.extend(dict.fromkeys(notes))
     footnotes.extend(runs.problems)
     table.footnotes = footnotes

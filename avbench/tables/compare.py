@@ -77,19 +77,27 @@ def p_value(metric: str, ref: Any, other: Any) -> float | str:
 def mark_cells(number: int, rows: list[Any], columns: list[Any], pool: Any, reference: str,
                notes: list[str]) -> None:
     """Set ``p`` and ``significant`` on the cells of computed ``rows`` against
-    ``reference``'s row (Table ``number``); untested cells get a note saying why."""
+    ``reference``'s row (Table ``number``): the row labelled ``reference``, i.e. the
+    detector's default config (a row of another config is labelled with what differs,
+    ``sync-corr [max_lag=0]``, and is compared like any other row); untested cells get a
+    note saying why."""
     if pool.aggregate != "latest":
         raise ConfigError("--compare tests the latest run of each cell; use it with "
                           "--aggregate latest")
     rows = [r for r in rows if r.detector is not None]
-    if not any(r.detector == reference for r in rows):
-        shown = ", ".join(sorted({r.detector for r in rows})) or "none"
-        raise ConfigError(f"--compare {reference}: no computed row of {reference} in Table "
-                          f"{number} (computed rows: {shown})")
-    frames: dict[tuple[str, str, str], Any] = {}
+    refs = [r for r in rows if r.label == reference]
+    if not refs:
+        shown = ", ".join(sorted({r.label for r in rows})) or "none"
+        of_it = [r.label for r in rows if r.detector == reference]
+        why = (f"no computed row of {reference}'s default config" if of_it
+               else f"no computed row of {reference}")
+        raise ConfigError(f"--compare {reference}: {why} in Table {number} (computed rows: "
+                          f"{shown})")
+    ref_row = refs[0]
+    frames: dict[tuple[str, str, str, str], Any] = {}
 
-    def scores(det: str, proto: str, fold: str) -> Any:
-        key = (det, proto, fold)
+    def scores(row: Any, proto: str, fold: str) -> Any:
+        key = (row.detector, row.config_hash, proto, fold)
         if key not in frames:
             used = pool.evaluate(key)
             try:
@@ -99,19 +107,19 @@ def mark_cells(number: int, rows: list[Any], columns: list[Any], pool: Any, refe
         return frames[key]
 
     for row in rows:
-        if row.detector == reference:
+        if row is ref_row:
             continue
         for col in columns:
             cell = row.cells.get(col.key)
             if col.protocol is None or cell is None or not cell.present:
                 continue
-            ref = scores(reference, col.protocol, col.fold)
-            other = scores(row.detector, col.protocol, col.fold)
+            ref = scores(ref_row, col.protocol, col.fold)
+            other = scores(row, col.protocol, col.fold)
             if ref is None or other is None:
                 continue
             p = p_value(col.metric, ref, other)
             if isinstance(p, str):
-                notes.append(f"--compare: {row.detector} on {col.flat} not tested against "
+                notes.append(f"--compare: {row.label} on {col.flat} not tested against "
                              f"{reference}: {p}.")
                 continue
             cell.p = p

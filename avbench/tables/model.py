@@ -68,12 +68,20 @@ class Cell:
 
 @dataclass
 class Row:
-    """``text`` maps each text column to a string (or a bool for a check-mark column)."""
+    """``text`` maps each text column to a string (or a bool for a check-mark column).
+
+    A computed row is one (``detector``, ``config_hash``); ``label`` is its name in the
+    table (the detector's, with the config keys that differ from its default when it is not
+    the default config). ``notes`` are the row's own notes (cells that scored fewer test
+    videos than the split), also among the table's footnotes."""
 
     text: dict[str, Any]
     cells: dict[str, Cell]
     source: str
     detector: str | None = None
+    config_hash: str = ""
+    label: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

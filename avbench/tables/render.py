@@ -18,6 +18,7 @@ FORMATS = ("rich", "markdown", "latex", "csv")
 NA = "n/a"
 DAGGER = "†"
 SIGNIFICANT = "*"
+NOTES_COLUMN = "Notes"
 
 
 def render(table: Table, fmt: str, *, width: int | None = None) -> Any:
@@ -245,7 +246,9 @@ def _plain(v: float | None) -> str:
 
 def render_csv(table: Table) -> str:
     """Plain numbers (percentages, full precision), ``n/a`` where undefined, blank where there
-    is no number; check-mark columns as true/false; ``Source`` says reported or computed."""
+    is no number; check-mark columns as true/false; ``Source`` says reported or computed. CSV
+    carries no footnotes; where a row has notes of its own (a cell that scored fewer test
+    videos than its split) a last column ``Notes`` holds them."""
     header = list(table.text_columns)
     for col in table.columns:
         header.append(col.flat)
@@ -255,6 +258,9 @@ def render_csv(table: Table) -> str:
             header += [f"{col.flat} lo", f"{col.flat} hi"]
         if table.compare:
             header.append(f"{col.flat} p")
+    notes = any(row.notes for row in table.rows)
+    if notes:  # CSV has no footnotes: a row's own notes (cells that scored part of a split)
+        header.append(NOTES_COLUMN)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -272,5 +278,7 @@ def render_csv(table: Table) -> str:
                 out += [_plain(c.lo), _plain(c.hi)]
             if table.compare:
                 out.append(_plain(c.p))
+        if notes:
+            out.append("; ".join(row.notes))
         w.writerow(out)
     return buf.getvalue()
