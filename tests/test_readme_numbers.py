@@ -26,11 +26,12 @@ def _main_job() -> str:
     return first.split("&&", 1)[1].strip()
 
 
-def _readme_row() -> dict[str, str]:
+def _readme_row(with_method: bool = False) -> dict[str, str]:
     lines = [line for line in README.read_text(encoding="utf-8").splitlines()
-             if line.startswith("| computed row |") or line.startswith("| avprompt |")]
+             if line.startswith(("| computed row |", "| avprompt"))]
     header, row = ([c.strip() for c in line.strip("|").split("|")] for line in lines[:2])
-    return dict(zip(header[1:], row[1:], strict=True))
+    start = 0 if with_method else 1
+    return dict(zip(["Method", *header[1:]][start:], row[start:], strict=True))
 
 
 def _env(avbench_cache: Path) -> dict[str, str]:
@@ -58,6 +59,7 @@ def test_the_main_job_prints_the_readmes_numbers(synthetic_root, avbench_cache, 
     (computed,) = [r for r in csv.DictReader(io.StringIO(table)) if r["Source"] == "computed"]
     got = {k: f"{float(v):.1f}" for k, v in computed.items() if k not in ("Method", "Source")}
     assert got == _readme_row()
+    assert computed["Method"] == _readme_row(with_method=True)["Method"]  # its row's label
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 
@@ -186,3 +188,25 @@ def test_rich_tables_never_truncate_numbers_on_narrow_terminals(runs):
     r = run_cli(["table", "--table", "1", "--results", str(runs)], env={"COLUMNS": "60"})
     assert r.exit_code == 0
     assert "…" not in r.stdout and "mfcc-logreg" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_set_run_records_what_it_changed_and_is_a_row_of_its_own(runs, synthetic_root,
+                                                                   tmp_path):
+    """run.json's config_changes is what --set changed from the detector's default (nothing
+    for a default run); the table labels the row by it, beside the default's row."""
+    out = tmp_path / "results"
+    shutil.copytree(runs, out)
+    r = run_cli(["run", "-d", "sync-corr", "-p", "intra", "--data", f"fakeavceleb={synthetic_root}",
+                 "--out", str(out), "--quiet", "--seed", "3", "--set", "max_lag=0"])
+    assert r.exit_code == 0, r.output
+    changes = {}
+    for path in (out / "intra" / "all" / "sync-corr").rglob("run.json"):
+        info = json.loads(path.read_text())["detector"]
+        changes[info["config_hash"]] = info["config_changes"]
+    assert sorted(changes.values(), key=len) == [{}, {"max_lag": 0}]
+    r = run_cli(["table", "--table", "1", "--results", str(out), "--format", "csv",
+                 "--no-published"])
+    assert r.exit_code == 0, r.output
+    methods = [row["Method"] for row in csv.DictReader(io.StringIO(r.stdout))]
+    assert {"sync-corr", "sync-corr [max_lag=0]"} <= set(methods), r.stdout

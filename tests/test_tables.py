@@ -86,10 +86,11 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
               scores: pd.DataFrame, version: str | None = None, status: str = "complete",
               finished: str = "2025-01-01T00:00:00Z", modality: str = "AV",
               run_id: str | None = None, seed: int = 0, config: dict | None = None,
-              skipped: Iterable[tuple[str, str]] = ()) -> Path:
+              changes: dict | None = None, skipped: Iterable[tuple[str, str]] = ()) -> Path:
     """A run folder as ``avbench run`` writes it (the fields a table checks), of the
     protocol registered now (``version`` other than its own makes it a run of another
     protocol file). ``config``: the resolved config run.json records (and its hash);
+    ``changes``: what --set changed from the detector's default (``config_changes``);
     ``skipped``: (id, kind) of test videos the run could not use (in the split, not
     scored)."""
     run_id = run_id or f"{finished[:10]}-{detector}-{next(_IDS):04d}"
@@ -100,6 +101,8 @@ def write_run(root: Path, detector: str, protocol: str, fold: str | None = None,
     det: dict = {"name": detector, "modality": modality}
     if config is not None:
         det.update(config=config, config_hash=config_hash(config))
+    if changes is not None:
+        det["config_changes"] = changes
     skipped = list(skipped)
     items = [{"split": "test", "id": i, "kind": k, "reason": f"file is {k}"} for i, k in skipped]
     everything = pd.concat([scores[["id", "dataset"]], pd.DataFrame(
@@ -597,11 +600,11 @@ def test_no_skipped_test_video_no_note_and_no_notes_column(tmp_path) -> None:
 
 
 def _sync_corr_default() -> dict:
-    from avbench.tables.build import default_config_hash
+    from avbench.config import config_to_dict
+    from avbench.engine.run import portable
+    from avbench.plugins import get_plugins
 
-    found = default_config_hash("sync-corr")
-    assert found is not None
-    return found[1]
+    return portable(config_to_dict(get_plugins().detectors["sync-corr"].make_config()))
 
 
 def test_another_config_of_a_detector_is_a_row_of_its_own_and_averages_its_own_cells(
@@ -615,11 +618,12 @@ def test_another_config_of_a_detector_is_a_row_of_its_own_and_averages_its_own_c
     other = {**default, "max_lag": 0}
     frames = {fold: make_scores(10 + i) for i, fold in enumerate(FOLDS)}
     for fold in FOLDS:
-        write_run(root, "sync-corr", "cross-manip", fold, scores=frames[fold], config=default)
+        write_run(root, "sync-corr", "cross-manip", fold, scores=frames[fold], config=default,
+                  changes={})
     worse = frames["FVFA-WL"].copy()  # the same test videos, other scores
     worse["score"] = np.random.default_rng(30).uniform(0, 1, len(worse))
     write_run(root, "sync-corr", "cross-manip", "FVFA-WL", scores=worse, config=other,
-              finished="2025-02-01T00:00:00Z")  # newer: it used to replace the default's cell
+              changes={"max_lag": 0}, finished="2025-02-01T00:00:00Z")  # newer: it used to replace the default's cell
     t = build_table(2, collect(root), published=False)
     assert [r.text["Method"] for r in t.rows] == ["sync-corr", "sync-corr [max_lag=0]"]
     base, lag0 = t.rows

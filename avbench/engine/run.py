@@ -372,6 +372,7 @@ def new_record(f: FoldRun) -> RunRecord:
 
     spec, detector = f.spec, f.detector
     config = portable(config_to_dict(detector.config))
+    default = portable(config_to_dict(f.info.make_config()))  # the detector's with no --set
     return RunRecord(
         status="incomplete",
         created=_now(),
@@ -380,6 +381,7 @@ def new_record(f: FoldRun) -> RunRecord:
             **f.info.to_dict(),
             "config": config,
             "config_hash": config_hash(config),
+            "config_changes": config_changes(config, default),
             "input_spec": {"frames": spec.frames, "size": spec.size, "fps": spec.fps,
                            "sample_rate": spec.sample_rate, "modalities": list(spec.modalities)},
         },
@@ -394,6 +396,13 @@ def new_record(f: FoldRun) -> RunRecord:
         git_commit=_git_commit(),
         versions=_versions(f.info),  # now: the identity holds avbench's and the plugin's
     )
+
+
+def config_changes(config: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """The keys whose values ``config`` changes from the detector's ``default`` (what
+    ``--set`` changed; tables label a row by them: ``sync-corr [max_lag=0]``)."""
+    return {k: config.get(k) for k in sorted(set(config) | set(default))
+            if config.get(k) != default.get(k) or (k in config) != (k in default)}
 
 
 def open_run_dir(f: FoldRun) -> None:

@@ -191,63 +191,36 @@ RowKey = tuple[str, str]  # (detector, config hash)
 CellKey = tuple[str, str, str, str]  # (detector, config hash, protocol, fold)
 
 
-def default_config_hash(detector: str, plugins: Any = None) -> tuple[str, dict] | None:
-    """``(config hash, config)`` of ``detector``'s default config as a run records it (the
-    registered detector's config with no ``--set``, as ``avbench detectors show`` gives it);
-    ``None`` when no detector of that name is registered or it cannot be loaded."""
-    from avbench.config import config_hash, config_to_dict
-    from avbench.engine.run import portable
-
-    if plugins is None:
-        from avbench.plugins import get_plugins
-
-        plugins = get_plugins()
-    info = plugins.detectors.get(detector)
-    if info is None:
-        return None
-    try:
-        config = portable(config_to_dict(info.make_config()))
-    except Exception:  # a plugin that cannot be loaded now: its default is unknown
-        return None
-    return config_hash(config), config
-
-
 def _value_text(v: Any) -> str:
     import json
 
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
-def row_labels(configs: Mapping[RowKey, Mapping[str, Any]],
-               defaults: Mapping[str, tuple[str, dict] | None]) -> dict[RowKey, str]:
-    """The label of each row (detector, config hash), from each row's recorded config and
-    each detector's default (:func:`default_config_hash`; ``None`` when not installed).
-
-    A row of the default config is labelled with the detector's name; another config with
-    the name and the keys whose values differ from the default, ``sync-corr [max_lag=0]``
-    (or the config hash's first 8 hex digits where no key differs, the detector is not
-    installed or the run records no config). A detector that is not installed, or whose
-    runs record no config, keeps its name when its runs are of a single config, since
-    nothing tells that config from another."""
-    by_det: dict[str, list[str]] = defaultdict(list)
-    for det, cfg in configs:
-        by_det[det].append(cfg)
+def row_labels(changes: Mapping[RowKey, Mapping[str, Any] | None]) -> dict[RowKey, str]:
+    """The label of each row (detector, config hash), from the ``config_changes`` its runs
+    record (what ``--set`` changed from the detector's default, ``None`` where a run records
+    none): the detector's name for its default config, else the name and the changes,
+    ``sync-corr [max_lag=0]``. Rows whose runs record no changes are told apart by their
+    config hash's first 8 hex digits where a detector has several; two rows that would read
+    alike (the same changes of two plugin versions' defaults) get the hash too."""
+    by_det: dict[str, int] = defaultdict(int)
+    for det, _ in changes:
+        by_det[det] += 1
     labels: dict[RowKey, str] = {}
-    for (det, cfg), config in configs.items():
-        default = defaults.get(det)
-        if default is None or not config:  # not installed, or the run records no config
-            labels[(det, cfg)] = det if len(by_det[det]) == 1 else f"{det} [{cfg[:8] or '?'}]"
-            continue
-        d_hash, d_config = default
-        if cfg == d_hash:
+    for (det, cfg), changed in changes.items():
+        if changed is None:
+            labels[(det, cfg)] = det if by_det[det] == 1 else f"{det} [{cfg[:8] or '?'}]"
+        elif not changed:
             labels[(det, cfg)] = det
-            continue
-        missing = object()
-        diff = [f"{k}={_value_text(config.get(k)) if k in config else 'unset'}"
-                for k in sorted(set(config) | set(d_config))
-                if config.get(k, missing) != d_config.get(k, missing)]
-        labels[(det, cfg)] = f"{det} [{', '.join(diff) if diff else cfg[:8] or '?'}]"
-    return labels
+        else:
+            text = ", ".join(f"{k}={_value_text(v)}" for k, v in sorted(changed.items()))
+            labels[(det, cfg)] = f"{det} [{text}]"
+    seen: dict[str, int] = defaultdict(int)
+    for label in labels.values():
+        seen[label] += 1
+    return {row: f"{label} {row[1][:8]}" if seen[label] > 1 and row[1] else label
+            for row, label in labels.items()}
 
 
 class _Pool:
@@ -256,8 +229,7 @@ class _Pool:
 
     def __init__(self, runs: Runs, protocols: Iterable[str], *, aggregate: str, ci: bool,
                  mixed_versions: str, notes: list[str],
-                 folds: Mapping[str, list[str]] | None = None,
-                 defaults: Callable[[str], tuple[str, dict] | None] | None = None):
+                 folds: Mapping[str, list[str]] | None = None):
         self.aggregate = aggregate
         self.ci = ci
         self.notes = notes
@@ -294,18 +266,11 @@ class _Pool:
                 notes.append(f"{proto}: {n} run(s) of fold {fold!r} left out (no such column).")
         for group in self.groups.values():
             group.sort(key=_recency, reverse=True)
-        configs: dict[RowKey, dict[str, Any]] = {}
+        changes: dict[RowKey, dict[str, Any] | None] = {}
         for (det, cfg, _, _), group in sorted(self.groups.items()):
-            config = max(group, key=_recency).detector_info.get("config")
-            configs.setdefault((det, cfg), config if isinstance(config, dict) else {})
-        wanted = sorted({det for det, _ in configs})
-        if defaults is None and wanted:  # the plugins are loaded once, not per detector
-            from avbench.plugins import get_plugins
-
-            plugins = get_plugins()
-            defaults = lambda det: default_config_hash(det, plugins)  # noqa: E731
-        self.labels = row_labels(configs, {det: defaults(det) for det in wanted}
-                                 if defaults is not None else {})
+            changed = max(group, key=_recency).detector_info.get("config_changes")
+            changes.setdefault((det, cfg), changed if isinstance(changed, dict) else None)
+        self.labels = row_labels(changes)
 
     def rows(self, protocols: Iterable[str] | None = None) -> list[RowKey]:
         """The (detector, config hash) of each row with runs of ``protocols``, ordered by
