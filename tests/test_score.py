@@ -64,6 +64,7 @@ def test_an_edited_scores_csv_is_rejected(tmp_path, test_ids):
     (lambda lines: [*lines[:-1], lines[-1].split(",")[0] + ",nan"], "line {m}: score of"),
     (lambda lines: [*lines[:-1], lines[-1].split(",")[0] + ",1.5"], "finite numbers in [0, 1]"),
     (lambda lines: ["id,prob", *lines[1:]], "line 1: unknown column 'prob'"),
+    (lambda lines: lines[:1], "no rows below the header; expected one per test video"),
 ])
 def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, test_ids, edit, expected):
     lines = edit(_good(test_ids).splitlines())
@@ -73,6 +74,8 @@ def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, test_ids, e
     assert e.value.exit_code == 2
     assert any(str(tmp_path / "ext.csv") in p and expected.format(n=n, m=m) in p
                for p in e.value.problems), e.value.problems
+    if len(lines) == 1:  # a header alone is one problem, not one per test video
+        assert len(e.value.problems) == 1
     assert not (tmp_path / "out").exists()
 
 

@@ -305,9 +305,11 @@ def test_incomplete_runs_left_out_unless_asked(results) -> None:
     write_run(root, "alpha", "intra", scores=newer, status="incomplete",
               finished="2025-06-01T00:00:00Z")
     write_run(root, "epsilon", "intra", scores=make_scores(201), status="incomplete")
+    write_run(root, "zeta", "intra", scores=make_scores(202), status="failed")
     t = build_table(1, collect(root))
     assert "epsilon" not in {r.detector for r in t.rows}
-    assert any("2 incomplete run(s) left out" in f for f in t.footnotes)
+    assert ("3 run(s) not complete left out (1 failed, 2 incomplete; `avbench table "
+            "--include-incomplete` shows them).") in t.footnotes, t.footnotes
     t = build_table(1, collect(root, include_incomplete=True))
     eps = row_of(t, "epsilon")
     assert eps.source == "computed (incomplete)" and eps.cells["auc"].incomplete

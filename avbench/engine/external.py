@@ -126,6 +126,9 @@ def check_against_split(path: Path, rows: dict[str, tuple[int, dict]], split: An
     """Every test video has a row and every row is a test video (a
     :class:`ScoreFileError` naming each that is not)."""
     test_ids = [r.id for r in split.records]
+    if not rows:
+        raise ScoreFileError([f"{path}: no rows below the header; expected one per test video "
+                              f"of {where} ({len(test_ids)})"])
     known = set(test_ids)
     problems = [f"{path}, line {n}: id {vid!r} is not a test video of {where}"
                 for vid, (n, _) in rows.items() if vid not in known]

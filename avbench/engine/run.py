@@ -413,7 +413,8 @@ def open_run_dir(f: FoldRun) -> None:
     f.record.run_id = run_dir.name
     f.record.path = run_dir
     f.record.resumed = resumed
-    f.console.print(f"[bold cyan]{f.info.name}[/] on [bold]{f.label}[/] -> {run_dir}")
+    f.console.print(f"[bold cyan]{f.info.name}[/] on [bold]{f.label}[/] -> {run_dir}",
+                    soft_wrap=True)  # one line, whatever the width: a path to copy
 
 
 def guarded(f: FoldRun, steps: Any) -> Any:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -577,8 +577,9 @@ def build_table(
         footnotes.append("'-': not given in the paper.")
     table.rows.extend(computed)
     if computed:
-        footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
-                         "scores.csv (metrics.json is not read); a blank cell has no run.")
+        if any(r.source != EXTERNAL for r in computed):
+            footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
+                             "scores.csv (metrics.json is not read); a blank cell has no run.")
         if any(r.source == EXTERNAL for r in computed):
             footnotes.append("Rows marked 'external' hold scores computed outside avbench, "
                              "recorded with `avbench score` and checked against the test split.")
@@ -595,8 +596,10 @@ def build_table(
         footnotes.append("†: from an incomplete run (status is not 'complete').")
     left = [r for r in runs.left_out if r.protocol in protos]
     if left:
-        footnotes.append(f"{len(left)} incomplete run(s) left out (include them with "
-                         f"include_incomplete / --include-incomplete).")
+        states = Counter(str(getattr(r, "status", "") or "incomplete") for r in left)
+        listing = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        footnotes.append(f"{len(left)} run(s) not complete left out ({listing}; "
+                         f"`avbench table --include-incomplete` shows them).")
     if aggregate == "mean":
         footnotes.append("Computed values are the mean ± standard deviation over the runs of "
                          "each (detector, protocol, fold) that differ in the seed alone (one "

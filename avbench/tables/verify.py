@@ -192,7 +192,7 @@ def _first_bad(df: DataFrame, column: str, bad: Any, what: str) -> str:
     raw = df[column].iloc[i]
     shown = "empty" if isinstance(raw, str) and not raw.strip() else _q(raw)
     more = f" ({n} rows in all)" if n > 1 else ""
-    return f"scores.csv: {column} of {_q(str(df['id'].iloc[i]))} is {shown}; {what}{more}"
+    return f"scores.csv: {column} of {_q(str(df['id'].iloc[i]), 200)} is {shown}; {what}{more}"
 
 
 def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
@@ -212,7 +212,7 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
     dup = ids[ids.duplicated()]
     if len(dup):
         first = dup.iloc[0]
-        return (f"scores.csv: id {_q(first)} appears {int((ids == first).sum())} times "
+        return (f"scores.csv: id {_q(first, 200)} appears {int((ids == first).sum())} times "
                 f"({dup.nunique()} duplicated id(s) in all)")
 
     for col in LABEL_COLUMNS:
