@@ -193,28 +193,6 @@ def test_targets_are_judged_from_the_figures():
     del doc["model"]["train"]["ratio"], doc["model"]["eval"]["ratio"]
     assert not [t for t in targets(doc) if "floor" in t["name"]]
 
-def test_keep_freed_memory_is_for_the_cpu_only():
-    from avbench.engine.device import keep_freed_memory
-
-    assert keep_freed_memory("cuda") is False
-    assert keep_freed_memory("cpu") in (True, False)
-
-
-def test_malloc_tuning_can_be_switched_off_and_needs_no_torch():
-    import subprocess
-    import sys
-
-    code = ("import sys; from avbench.allocator import keep_freed_memory; "
-            "on = keep_freed_memory(); print(on, 'torch' in sys.modules)")
-    for env_value, expect_off in (("0", True), ("1", False)):
-        env = {**os.environ, "AVBENCH_MALLOC_TUNING": env_value}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True).stdout.split()
-        assert out[1] == "False"  # the decoding processes do not pay for a torch import
-        if expect_off:
-            assert out[0] == "False"
-
-
 def test_per_item_interleaving_alternates_and_pairs_runs():
     from avbench.bench._timing import interleaved_per_item
 

@@ -152,10 +152,9 @@ class Steps:
     and :func:`avbench.engine.evaluate.evaluate_torch`), and the detector's floors."""
 
     def __init__(self, det: Any, device: str, batch: int, seed: int = 0) -> None:
-        from avbench.engine.device import autocast_for, keep_freed_memory
+        from avbench.engine.device import autocast_for
         from avbench.errors import PluginError
 
-        self.malloc_tuned = keep_freed_memory(device)  # as fit_torch and evaluate_torch do
         self.det = det
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -340,7 +339,6 @@ def bench_model(steps: Steps, reps: int, eval_reps: int | None = None) -> dict[s
         "batch": b,
         "amp": steps.amp,
         "threads": torch.get_num_threads(),
-        "malloc_tuned": steps.malloc_tuned,
         "train": tr,
         "eval": ev,
         "reps": reps,

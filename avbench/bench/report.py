@@ -258,8 +258,7 @@ def _model_rows(t: Any, mo: dict[str, Any]) -> None:
               fmt_xm(tr["ratio"], tr.get("ratio_of_min")) if floor else "")
     if tr.get("page_faults_per_step") is not None:
         t.add_row("  page faults per training step (memory handed to the process)",
-                  f"{tr['page_faults_per_step']:,}",
-                  "malloc kept" if mo.get("malloc_tuned") else "malloc default", "")
+                  f"{tr['page_faults_per_step']:,}", "", "")
     refs(tr, "clip")
     t.add_row("train FLOPs (forward + backward)", fmt_gflop(tr["flops_per_clip"]) + "/clip",
               "floor " + fmt_gflop(tr["floor_flops_per_clip"]) if floor else "",

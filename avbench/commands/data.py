@@ -35,11 +35,9 @@ def _probe(path: str, face_crop: bool,
            detector: Any = None) -> tuple[str, str, tuple[int, int] | None]:
     """Decode one file fully: (kind, reason) of why it cannot be decoded (both empty when it
     can) and, with face cropping, (frames that showed a face, frames searched)."""
-    from avbench.allocator import keep_freed_memory
     from avbench.errors import BadMediaError
     from avbench.media.decode import Pipeline, decode
 
-    keep_freed_memory()  # as avbench data prepare: frame buffers reuse freed memory
     try:
         clip = decode(Path(path), Pipeline(size=64, face_crop=face_crop), face_detector=detector)
     except BadMediaError as e:

@@ -48,17 +48,6 @@ def autocast_for(amp: str, device: str) -> Any:
     return contextlib.nullcontext()
 
 
-def keep_freed_memory(device: str | torch.device) -> bool:
-    """On the CPU, :func:`avbench.allocator.keep_freed_memory` (freed memory kept for reuse
-    under glibc, so activation tensors are not page-faulted in and zero-filled on every
-    step); returns whether it is on. A no-op on CUDA."""
-    if torch.device(device).type != "cpu":
-        return False
-    from avbench.allocator import keep_freed_memory as keep
-
-    return keep()
-
-
 def resolve_workers(n: int) -> int:
     if n >= 0:
         return n

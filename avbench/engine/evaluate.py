@@ -12,7 +12,6 @@ from avbench.engine import distributed
 from avbench.engine.device import (
     autocast_for,
     dist_of,
-    keep_freed_memory,
     make_loader,
     resolve_workers,
     to_device,
@@ -38,7 +37,6 @@ def evaluate_torch(det: Any, data: Any, ctx: RunContext, *, segments: Any = None
                for i in range(0, len(share), cfg.eval_batch_size)]
     loader = make_loader(dataset, batch_sampler=batches, workers=resolve_workers(cfg.num_workers),
                          device=ctx.device)
-    keep_freed_memory(ctx.device)
     model = det.model.to(ctx.device)
     was_training = model.training
     model.eval()

@@ -34,7 +34,6 @@ from avbench.engine import distributed
 from avbench.engine.device import (
     autocast_for,
     dist_of,
-    keep_freed_memory,
     make_loader,
     resolve_workers,
     to_device,
@@ -303,7 +302,6 @@ def _setup(det: Any, train: Any, val: Any, ctx: RunContext) -> _Training:
     cfg = det.config
     dist = dist_of(ctx)
     device = torch.device(ctx.device)
-    keep_freed_memory(device)
     balance = ctx.balance if cfg.balance == "protocol" else cfg.balance
     model = det.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
