@@ -667,3 +667,13 @@ def test_labels_of_detectors_not_installed_and_the_order_of_rows(tmp_path) -> No
     assert any(n.startswith(f"--compare: alpha [{h2}] on AUC not tested against alpha "
                             f"[{h1}]: the two runs scored different test videos") for n in
                t.footnotes), t.footnotes
+
+
+def test_the_title_is_wrapped_to_the_terminal_not_to_a_narrow_table(results) -> None:
+    """Table 1 is narrow; its title (about 130 characters) stays one line on a 160-column
+    terminal instead of wrapping at the table's width."""
+    root, _ = results
+    t = build_table(1, collect(root))
+    assert 100 < len(t.title) < 160
+    text = _export(render(t, "rich", width=160), 160)
+    assert t.title in text.splitlines(), text[:600]

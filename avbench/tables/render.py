@@ -89,7 +89,7 @@ def render_rich(table: Table, width: int | None = None) -> Any:
     parts: list[list[Any]] = []
     for g in groups:
         if parts:
-            trial = _rich_table(table, parts[-1] + g, Text(table.title))
+            trial = _rich_table(table, parts[-1] + g, None)
             if console.measure(trial).maximum <= width:
                 parts[-1] += g
                 continue
@@ -97,7 +97,8 @@ def render_rich(table: Table, width: int | None = None) -> Any:
     shown: list[Any] = []
     for i, cols in enumerate(parts):
         title = table.title if i == 0 else f"{table.title.split(':')[0]} (continued)"
-        shown.append(_rich_table(table, cols, Text(title)))
+        # the title is wrapped to the terminal, not to the (maybe narrow) table under it
+        shown += [Text(title, style="italic"), _rich_table(table, cols, None)]
     if notes is not None:
         shown.append(notes)
     return Group(*shown)
