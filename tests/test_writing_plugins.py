@@ -76,5 +76,6 @@ def test_the_complete_plugin_trains_evaluates_and_fills_a_table(plugin_package, 
         t = run_cli(["table", "--table", "1", "--results", str(out), "--format", "csv",
                      "--no-published"])
     assert t.exit_code == 0, t.stderr
-    row = next(line for line in t.stdout.splitlines() if line.startswith("mydet,"))
+    # labelled by what --set changed from the detector's default
+    row = next(line for line in t.stdout.splitlines() if line.startswith("mydet [epochs=1],"))
     assert ",computed," in row
