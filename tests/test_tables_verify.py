@@ -583,3 +583,11 @@ def test_a_real_run_with_skipped_test_videos_passes_and_a_tampered_copy_does_not
     assert len(runs.problems) == 2
     assert runs.problems[0].startswith(f"left out {rel(out, copy)}: scores.csv: score of ")
     assert runs.problems[1] == f"left out {rel(out, flipped)}: {EDITED}"
+
+
+def test_an_unhashed_incomplete_run_is_not_called_an_older_avbench(tmp_path):
+    from avbench.tables.verify import SCORES_UNHASHED, check_scores_file
+
+    assert check_scores_file(tmp_path, {"status": "complete"}) == SCORES_UNHASHED
+    reason = check_scores_file(tmp_path, {"status": "incomplete"})
+    assert reason and "stopped before" in reason and "older" not in reason

@@ -294,6 +294,8 @@ def check_scores_file(run_dir: Path, info: Mapping[str, Any]) -> str | None:
 
     recorded = info.get("scores_sha256")
     if recorded is None:
+        if info.get("status") != "complete":  # (tables read it with --include-incomplete)
+            return "run.json records no sha256 of scores.csv (the run stopped before it did)"
         return SCORES_UNHASHED
     if not isinstance(recorded, str) or len(recorded) != 64:
         return f"run.json's scores_sha256 {_q(recorded)} is not a sha256"
