@@ -33,39 +33,25 @@ def random_start(n_frames: int, T: int, rng: np.random.Generator) -> int:
     return int(rng.integers(0, n_frames - T + 1))
 
 
-def padded_frames(n_frames: int, T: int) -> int:
-    """Frames that loop padding adds to a video of ``n_frames`` frames."""
-    return max(0, T - n_frames)
-
-
 def loop_pad(
     frames: np.ndarray | None, audio: np.ndarray | None, T: int, spf: int
 ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
     """Repeat a short clip from its start until it has ``T`` frames.
 
     ``frames`` is (N, ...) and ``audio`` (N * spf,); either may be None (a modality that is
-    not read). Frame ``k`` of the result is frame ``k mod N`` and carries audio samples
-    ``[(k mod N) * spf, (k mod N + 1) * spf)``, so picture and sound stay in sync. Returns
-    ``(frames, audio, padded_frames)``; a clip of at least T frames comes back unchanged
-    with 0.
+    not read). Frame ``k`` of the result is frame ``k mod N`` with its ``spf`` audio samples,
+    so picture and sound stay in sync. Returns ``(frames, audio, padded_frames)``; a clip of
+    at least T frames comes back unchanged with 0.
     """
-    if frames is not None:
-        n = len(frames)
-        if audio is not None and len(audio) != n * spf:
-            raise ValueError(f"audio has {len(audio)} samples, expected {n} x {spf}")
-    elif audio is not None:
-        if len(audio) % spf:
-            raise ValueError(f"audio length {len(audio)} is not a multiple of {spf}")
-        n = len(audio) // spf
-    else:
+    if frames is None and audio is None:
         raise ValueError("loop_pad needs frames or audio")
+    n = len(frames) if frames is not None else len(audio) // spf
+    if audio is not None and len(audio) != n * spf:
+        raise ValueError(f"audio has {len(audio)} samples, expected {n} x {spf}")
     if n < 1:
         raise ValueError("cannot pad an empty clip")
     if n >= T:
         return frames, audio, 0
     idx = np.arange(T) % n
-    out_frames = frames[idx] if frames is not None else None
-    out_audio = None
-    if audio is not None:
-        out_audio = np.asarray(audio).reshape(n, spf)[idx].reshape(-1)
-    return out_frames, out_audio, T - n
+    return (None if frames is None else frames[idx],
+            None if audio is None else np.asarray(audio).reshape(n, spf)[idx].reshape(-1), T - n)
