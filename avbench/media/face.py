@@ -12,9 +12,8 @@ over time, with frames without a detection bridged from their neighbours (and co
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,21 +66,6 @@ def min_face_share(env: Mapping[str, str] | None = None) -> float:
     return value
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread (the output never depends on the machine's cores; files are
-    prepared in parallel by processes), then restore the process's setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class MtcnnFaceDetector:
     """``facenet_pytorch.MTCNN`` on the CPU in one thread, on frames scaled down to at most
     ``detect_width`` wide (INTER_AREA). ``min_face`` is the smallest face searched for, in
@@ -103,19 +87,19 @@ class MtcnnFaceDetector:
 
     @property
     def key(self) -> str:
-        t = ",".join(f"{x:g}" for x in self.thresholds)
-        return (f"mtcnn-{self.PACKAGE}-{_package_version(self.PACKAGE)}/w{self.detect_width}"
-                f"/mf{self.min_face}/ms{self.min_score:g}/t{t}/f{self.factor:g}")
+        from importlib.metadata import PackageNotFoundError, version
 
-    def _load(self) -> Any:
-        if self._net is None:
-            try:
-                from facenet_pytorch import MTCNN
-            except ImportError as e:
-                raise AvbenchError(_missing_package(self.PACKAGE, e)) from None
-            self._net = MTCNN(min_face_size=self.min_face, thresholds=list(self.thresholds),
-                              factor=self.factor, keep_all=True, device="cpu").eval()
-        return self._net
+        try:
+            v = version(self.PACKAGE)
+        except PackageNotFoundError as e:
+            raise self._missing(e) from None
+        t = ",".join(f"{x:g}" for x in self.thresholds)
+        return (f"mtcnn-{self.PACKAGE}-{v}/w{self.detect_width}/mf{self.min_face}"
+                f"/ms{self.min_score:g}/t{t}/f{self.factor:g}")
+
+    def _missing(self, e: Exception) -> AvbenchError:
+        return AvbenchError(f"face detection needs the {self.PACKAGE} package ({e}): "
+                            f"pip install '{self.PACKAGE}>=2.5.3,<2.6'")
 
     def detect(self, rgb_frame: np.ndarray) -> list[Box]:
         import cv2
@@ -126,9 +110,22 @@ class MtcnnFaceDetector:
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        net = self._load()
-        with _one_torch_thread():
-            boxes, probs = net.detect(img)
+        if self._net is None:
+            try:
+                from facenet_pytorch import MTCNN
+            except ImportError as e:
+                raise self._missing(e) from None
+            self._net = MTCNN(min_face_size=self.min_face, thresholds=list(self.thresholds),
+                              factor=self.factor, keep_all=True, device="cpu").eval()
+        import torch
+
+        before = torch.get_num_threads()  # one thread: the boxes never depend on the cores
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                boxes, probs = self._net.detect(img)
+        finally:
+            torch.set_num_threads(before)
         if boxes is None:
             return []
         corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale
@@ -139,19 +136,6 @@ class MtcnnFaceDetector:
 
     def __getstate__(self) -> dict[str, Any]:  # workers load the networks themselves
         return {**self.__dict__, "_net": None}
-
-
-def _package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError as e:
-        raise AvbenchError(_missing_package(name, e)) from None
-
-
-def _missing_package(name: str, e: Exception) -> str:
-    return f"face detection needs the {name} package ({e}): pip install '{name}>=2.5.3,<2.6'"
 
 
 @dataclass
