@@ -211,12 +211,12 @@ def test_torch_datasets_same_items_with_workers(prepared) -> None:
     torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
-    from avbench.media.torchdata import EvalSegments, TrainSegments
+    from avbench.media.torchdata import eval_segments, train_segments
 
     records, entries, cache, spec, _ = prepared
     vs = VideoSet(records, entries, cache, spec)
     draws = np.array([0, 2, 1, 0, 3, 2, 0])
-    train = TrainSegments(vs, draws, seed=11)
+    train = train_segments(vs, draws, seed=11)
     assert len(train) == 7
     item = train[0]
     assert item["video"].dtype == torch.uint8 and item["video"].shape == (T, 3, SIZE, SIZE)
@@ -224,12 +224,15 @@ def test_torch_datasets_same_items_with_workers(prepared) -> None:
     for key in ("label", "label_v", "label_a", "video_index", "start"):
         assert item[key].dtype == torch.int64 and item[key].ndim == 0
     # an item depends on (seed, k) only
-    assert train.start(3) == TrainSegments(vs, draws, seed=11).start(3)
-    assert [train.start(k)[1] for k in range(7)] != [
-        TrainSegments(vs, draws, 12).start(k)[1] for k in range(7)
-    ]
+    assert train.video_index.tolist() == draws.tolist()
+    for k in range(7):
+        rng = np.random.default_rng([11, k])
+        assert train.starts[k] == random_start(vs.n_frames(draws[k]), T, rng)
+    assert train.starts.tolist() != train_segments(vs, draws, 12).starts.tolist()
+    with pytest.raises(IndexError, match="outside"):
+        train_segments(vs, [0, 4], seed=11)
 
-    ev = EvalSegments(vs)
+    ev = eval_segments(vs)
     assert len(ev) == 6
     for ds in (train, ev):
         serial = _collect(DataLoader(ds, batch_size=3, num_workers=0))
@@ -247,4 +250,4 @@ def test_torch_datasets_same_items_with_workers(prepared) -> None:
     audio_only = VideoSet(
         records, entries, cache, InputSpec(frames=T, size=SIZE, modalities=("audio",))
     )
-    assert "video" not in EvalSegments(audio_only)[0]
+    assert "video" not in eval_segments(audio_only)[0]

@@ -240,10 +240,10 @@ def _loader_rate(videoset: Any, workers: int, batch: int, n_batches: int, device
     """Segments per second the engine's DataLoader delivers (after its first batch, which
     pays for starting the workers)."""
     from avbench.engine.device import make_loader
-    from avbench.media.torchdata import TrainSegments
+    from avbench.media.torchdata import train_segments
 
     draws = np.arange(batch * (n_batches + 1)) % len(videoset)
-    dataset = TrainSegments(videoset, draws, seed=0)
+    dataset = train_segments(videoset, draws, seed=0)
     micro = [list(range(i, i + batch)) for i in range(0, len(draws), batch)]
     loader = make_loader(dataset, batch_sampler=micro, workers=workers, device=device)
     it = iter(loader)

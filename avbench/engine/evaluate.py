@@ -26,11 +26,11 @@ def evaluate_torch(det: Any, data: Any, ctx: RunContext, *, segments: Any = None
     the result equals a one-process run.
     """
     from avbench.engine.progress import Progress
-    from avbench.media.torchdata import EvalSegments
+    from avbench.media.torchdata import eval_segments
 
     cfg = det.config
     dist = dist_of(ctx)
-    dataset = EvalSegments(data)
+    dataset = eval_segments(data)
     order = np.arange(len(dataset)) if segments is None else np.asarray(segments)
     share = np.array_split(order, dist.world_size)[dist.rank]
     batches = [share[i : i + cfg.eval_batch_size].tolist()

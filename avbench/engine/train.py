@@ -372,7 +372,7 @@ def _train_epoch(st: _Training, train: Any,
     seen, segments per second, seconds waited for data)`` on this rank. The wait is the
     time from asking the loader for a batch to having it on the device; each step ends in
     ``float(loss)``, which waits for the device, so the wait is time the device sat idle."""
-    from avbench.media.torchdata import TrainSegments
+    from avbench.media.torchdata import train_segments
 
     cfg, ctx = st.cfg, st.ctx
     seed_e = int(np.random.default_rng([ctx.seed, epoch]).integers(0, 2**31 - 1))
@@ -380,7 +380,7 @@ def _train_epoch(st: _Training, train: Any,
     draws = epoch_draws(st.labels, st.n_draws, ctx.seed, epoch, st.balance)
     micro = _micro_batches(len(draws), cfg.batch_size, cfg.grad_accum, st.dist.world_size,
                            st.dist.rank)
-    loader = make_loader(TrainSegments(train, draws, seed_e), batch_sampler=micro,
+    loader = make_loader(train_segments(train, draws, seed_e), batch_sampler=micro,
                          workers=st.workers, device=ctx.device)
     st.model.train()
     st.optimizer.zero_grad(set_to_none=True)
