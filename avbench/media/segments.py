@@ -12,7 +12,7 @@ import numpy as np
 
 
 def n_segments(n_frames: int, T: int) -> int:
-    """How many segments a video of ``n_frames`` frames gives (at least 1: a short one is padded)."""
+    """Segments of a video of ``n_frames`` frames (at least 1: a short one is padded)."""
     if n_frames < 1:
         raise ValueError(f"a video needs at least one frame, got {n_frames}")
     if T < 1:
