@@ -88,19 +88,15 @@ class Pipeline:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "face_crop", bool(self.face_crop))
-        if self.fps < 1 or self.sample_rate < 1 or self.sample_rate % self.fps:
-            raise ValueError(
-                f"bad Pipeline: sample_rate {self.sample_rate} must be a positive multiple of "
-                f"fps {self.fps}"
-            )
-        if self.size is not None and self.size < 8:
-            raise ValueError(f"bad Pipeline: size {self.size} < 8")
-        if self.max_seconds is not None and not self.max_seconds * self.fps >= 1:
-            raise ValueError(
-                f"bad Pipeline: max_seconds {self.max_seconds} must cover at least one frame"
-            )
-        if self.face_crop and self.size is None:
-            raise ValueError("bad Pipeline: face_crop needs an output size")
+        for bad, why in (
+                (self.fps < 1 or self.sample_rate < 1 or self.sample_rate % self.fps,
+                 f"sample_rate {self.sample_rate} must be a positive multiple of fps {self.fps}"),
+                (self.size is not None and self.size < 8, f"size {self.size} < 8"),
+                (self.max_seconds is not None and not self.max_seconds * self.fps >= 1,
+                 f"max_seconds {self.max_seconds} must cover at least one frame"),
+                (self.face_crop and self.size is None, "face_crop needs an output size")):
+            if bad:
+                raise ValueError(f"bad Pipeline: {why}")
 
     @property
     def samples_per_frame(self) -> int:
@@ -495,18 +491,24 @@ class _Decoding:
                              Fraction(self.pts0 * self.tb_num, self.tb_den), self.declared_a,
                              capped, self.cap_time, self.p.sample_rate)
         frames, audio = _fit(self.path, self.out.array(), audio, self.p)
-        faces = (0, 0, 0)  # fallback frames, frames searched, frames with a face
+        report = None
         if self.p.face_crop:
-            frames, faces = _crop_faces(frames, self.p, face_detector, self.path)
+            from avbench.media.face import crop_faces, default_face_detector
+
+            frames, report = crop_faces(
+                frames, face_detector if face_detector is not None else default_face_detector(),
+                size=int(self.p.size or 0), source=str(self.path),
+                every=max(1, round(self.p.fps / FACE_DETECTIONS_PER_SECOND)))
         return Clip(
             frames=frames, audio=audio, fps=self.p.fps, sample_rate=self.p.sample_rate,
             source_fps=float(self.rate) if self.rate else self.n_src / max(float(span), 1e-9),
             source_sample_rate=int(self.a_rate),
             source_channels=int(self.ast.codec_context.channels or 0),
             duration=float(self.declared_v if capped and self.declared_v else span),
-            face_fallback_frames=faces[0], source_width=int(self.width),
-            source_height=int(self.height), capped=capped, face_searched=faces[1],
-            face_found=faces[2],
+            source_width=int(self.width), source_height=int(self.height), capped=capped,
+            face_fallback_frames=report.fallback_frames if report else 0,
+            face_searched=report.detect_frames if report else 0,
+            face_found=report.detected if report else 0,
         )
 
     def _check_truncated(self, video_span: Fraction) -> None:
@@ -554,19 +556,6 @@ def _fit(path: Path, frames: np.ndarray, audio: np.ndarray,
     if n == 0:
         raise BadMediaError(path, "the streams overlap for less than one frame", "too-short")
     return frames[:n], np.ascontiguousarray(audio[: n * spf])
-
-
-def _crop_faces(frames: np.ndarray, pipeline: Pipeline, detector: Any,
-                path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """(N, 3, size, size) face crops of working-resolution frames, and (frames whose box came
-    from a neighbouring detection, frames searched, frames that showed a face)."""
-    from avbench.media.face import crop_faces, default_face_detector
-
-    crops, report = crop_faces(
-        frames, detector if detector is not None else default_face_detector(),
-        size=int(pipeline.size or 0), source=str(path),
-        every=max(1, round(pipeline.fps / FACE_DETECTIONS_PER_SECOND)))
-    return crops, (report.fallback_frames, report.detect_frames, report.detected)
 
 
 def _iso_bmff_problem(path: Path) -> str | None:
