@@ -142,11 +142,9 @@ class MtcnnFaceDetector:
 class FaceCropReport:
     """What :func:`crop_faces` did: ``detected`` of the ``detect_frames`` frames searched
     showed a face; ``fallback_frames`` frames took their box from neighbouring detections
-    (their nearest pass found none); ``boxes`` (N, 3) is each frame's square crop (centre x,
-    centre y, side) in input pixels, before clipping to the frame."""
+    (their nearest search, the earlier on a tie, found none); ``boxes`` (N, 3) is each
+    frame's square crop (centre x, centre y, side) in input pixels, before clipping."""
 
-    n_frames: int
-    every: int
     detect_frames: int
     detected: int
     fallback_frames: int
@@ -165,12 +163,10 @@ def pick_face(boxes: list[Box], width: int, height: int) -> tuple[float, float, 
     best, best_score = None, -1.0
     half_diag = 0.5 * float(np.hypot(width, height))
     for x, y, w, h, _ in boxes:
-        if w <= 0 or h <= 0:
-            continue
         cx, cy = x + w / 2, y + h / 2
         off = float(np.hypot(cx - width / 2, cy - height / 2)) / half_diag
         score = w * h * (1.0 - 0.5 * min(off, 1.0))
-        if score > best_score:
+        if w > 0 and h > 0 and score > best_score:
             best, best_score = (cx, cy, float(max(w, h))), score
     return best
 
@@ -181,82 +177,52 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     """Crop a square around the speaker's face in each of ``frames`` (N, H, W, 3) uint8 RGB.
 
     The detector looks at every ``every``-th frame and the last; :func:`pick_face` keeps one
-    face per look. The boxes are smoothed (moving median over ``smooth`` looks) and
-    interpolated to every frame; each crop is a square of ``1 + margin`` times the face box,
-    kept inside the frame (black-padded where the frame is smaller), resized to ``size``.
+    face per look. The boxes are smoothed (moving median over ``smooth`` looks, edges
+    repeated) and interpolated linearly to every frame (the nearest box before the first look
+    and after the last); each crop is a square of ``1 + margin`` times the face box, kept
+    inside the frame (black-padded where the frame is smaller), resized to ``size``.
     Returns (crops (N, 3, size, size) uint8, :class:`FaceCropReport`). Raises
     :class:`BadMediaError` ``no-face`` naming ``source`` when no look finds a face; a low
     share is the caller's to judge (:func:`min_face_share`)."""
+    import cv2
+
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3), got {frames.shape}")
-    n = frames.shape[0]
+    n, height, width = frames.shape[:3]
     every = max(1, int(every))
     if n == 0:
         raise BadMediaError(source, "no frames to look for a face in", "too-short")
     det_at = np.arange(0, n, every)
     if det_at[-1] != n - 1:
         det_at = np.append(det_at, n - 1)  # look at the last frame too: no open end
-    found, picks = _detect(frames, detector, det_at)
+    looks = [pick_face(detector.detect(frames[i]), width, height) for i in det_at]
+    found = np.array([p is not None for p in looks])
     if not found.any():
         raise BadMediaError(source, f"no face found in any of the {len(det_at)} frames "
                             f"searched (every {every}th of {n})", "no-face")
-    boxes = _track(det_at[found], picks[found], n, smooth)
-    boxes[:, 2] *= 1.0 + margin
-    report = FaceCropReport(n_frames=int(n), every=every, detect_frames=len(det_at),
-                            detected=int(found.sum()),
-                            fallback_frames=_fallback_frames(det_at, found, n),
-                            detector=detector_key(detector), boxes=boxes)
-    return _crop_all(frames, boxes, size), report
-
-
-def _detect(frames: np.ndarray, detector: FaceDetector,
-            det_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector on the frames ``det_at``: (found (D,) bool, picks (D, 3) cx, cy, side)."""
-    height, width = frames.shape[1:3]
-    found = np.zeros(len(det_at), dtype=bool)
-    picks = np.zeros((len(det_at), 3))
-    for j, i in enumerate(det_at):
-        choice = pick_face(detector.detect(frames[i]), width, height)
-        if choice is not None:
-            found[j] = True
-            picks[j] = choice
-    return found, picks
-
-
-def _track(at: np.ndarray, picks: np.ndarray, n: int, smooth: int) -> np.ndarray:
-    """The (n, 3) boxes of every frame: ``picks`` (found at frames ``at``) smoothed by a moving
-    median over ``smooth`` looks (edges repeated), interpolated linearly between the looks
-    (frames before the first / after the last keep the nearest box)."""
+    picks = np.array([p for p in looks if p is not None], dtype=np.float64)
     if smooth > 1 and len(picks) >= 3:
         r = smooth // 2
         padded = np.pad(picks, ((r, r), (0, 0)), mode="edge")
-        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * r + 1, axis=0)
-        picks = np.median(windows, axis=-1)
-    idx, at = np.arange(n, dtype=np.float64), at.astype(np.float64)
-    return np.stack([np.interp(idx, at, picks[:, c]) for c in range(3)], axis=1)
-
-
-def _fallback_frames(det_at: np.ndarray, found: np.ndarray, n: int) -> int:
-    """How many of the ``n`` frames have a nearest detection pass (the earlier one on a tie)
-    that found no face."""
-    idx = np.arange(n, dtype=np.float64)
-    right = np.clip(np.searchsorted(det_at, idx), 0, len(det_at) - 1)
-    left = np.clip(right - 1, 0, len(det_at) - 1)
-    nearest = np.where(np.abs(det_at[left] - idx) <= np.abs(det_at[right] - idx), left, right)
-    return int(np.count_nonzero(~found[nearest]))
-
-
-def _crop_all(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Each frame's square ``boxes[i]``, resized to ``size``: (N, 3, size, size) uint8."""
-    import cv2
-
-    crops = np.empty((len(frames), 3, size, size), dtype=np.uint8)
+        picks = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * r + 1, axis=0),
+                          axis=-1)
+    boxes = np.stack([np.interp(np.arange(n), det_at[found], picks[:, c]) for c in range(3)],
+                     axis=1)
+    boxes[:, 2] *= 1.0 + margin
+    idx = np.arange(n)
+    right = np.searchsorted(det_at, idx)  # the search at or after each frame (the last is n - 1)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(idx - det_at[left] <= det_at[right] - idx, left, right)
+    report = FaceCropReport(detect_frames=len(det_at), detected=int(found.sum()),
+                            fallback_frames=int(np.count_nonzero(~found[nearest])),
+                            detector=detector_key(detector), boxes=boxes)
+    crops = np.empty((n, 3, size, size), dtype=np.uint8)
     for i, frame in enumerate(frames):
         crop = _square(frame, *boxes[i])
         interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
         crops[i] = cv2.resize(crop, (size, size), interpolation=interp).transpose(2, 0, 1)
-    return crops
+    return crops, report
 
 
 def _square(frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
@@ -269,7 +235,7 @@ def _square(frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
         x0 = min(max(x0, 0), width - s)
     if s <= height:
         y0 = min(max(y0, 0), height - s)
-    if x0 >= 0 and y0 >= 0 and x0 + s <= width and y0 + s <= height:
+    if s <= width and s <= height:
         return frame[y0 : y0 + s, x0 : x0 + s]
     out = np.zeros((s, s, 3), dtype=frame.dtype)
     sx0, sy0 = max(x0, 0), max(y0, 0)
