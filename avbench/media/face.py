@@ -23,11 +23,9 @@ from avbench.errors import AvbenchError, BadMediaError, ConfigError
 
 Box = tuple[float, float, float, float, float]
 
-#: Bump whenever :func:`crop_faces` gives other crops or counts for the same frames and
-#: detector (part of the prepared cache's key). 2: the per-video face share is recorded.
+#: part of the prepared cache's key: bump when :func:`crop_faces` crops or counts differently
 CROP_VERSION = 2
-#: a video whose detection passes find a face in fewer than this share of the frames searched
-#: is reported as ``no-face`` instead of being used (``AVBENCH_MIN_FACE_SHARE`` overrides it)
+#: the share of searched frames showing a face below which a video is ``no-face``
 DEFAULT_MIN_FACE_SHARE = 0.5
 MIN_SHARE_ENV = "AVBENCH_MIN_FACE_SHARE"
 
@@ -193,9 +191,7 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     every = max(1, int(every))
     if n == 0:
         raise BadMediaError(source, "no frames to look for a face in", "too-short")
-    det_at = np.arange(0, n, every)
-    if det_at[-1] != n - 1:
-        det_at = np.append(det_at, n - 1)  # look at the last frame too: no open end
+    det_at = np.unique(np.append(np.arange(0, n, every), n - 1))  # the last too: no open end
     looks = [pick_face(detector.detect(frames[i]), width, height) for i in det_at]
     found = np.array([p is not None for p in looks])
     if not found.any():
@@ -210,10 +206,8 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     boxes = np.stack([np.interp(np.arange(n), det_at[found], picks[:, c]) for c in range(3)],
                      axis=1)
     boxes[:, 2] *= 1.0 + margin
-    idx = np.arange(n)
-    right = np.searchsorted(det_at, idx)  # the search at or after each frame (the last is n - 1)
-    left = np.maximum(right - 1, 0)
-    nearest = np.where(idx - det_at[left] <= det_at[right] - idx, left, right)
+    # each frame's nearest search (the earlier on a tie): past as many midpoints as lie before it
+    nearest = np.searchsorted((det_at[:-1] + det_at[1:]) / 2, np.arange(n))
     report = FaceCropReport(detect_frames=len(det_at), detected=int(found.sum()),
                             fallback_frames=int(np.count_nonzero(~found[nearest])),
                             detector=detector_key(detector), boxes=boxes)
@@ -260,13 +254,10 @@ def face_summary(shares: Mapping[str, float], *, threshold: float, detector: str
     below ``threshold``); ``worst`` lists the lowest shares (ties broken by id)."""
     values = np.array([shares[k] for k in sorted(shares)], dtype=np.float64)
     ranked = sorted(shares.items(), key=lambda kv: (kv[1], kv[0]))
-    return {
-        "detector": detector,
-        "min_share": threshold,
-        "videos": len(values),
-        "mean_share": round(float(values.mean()), 4) if len(values) else None,
-        "median_share": round(float(np.median(values)), 4) if len(values) else None,
-        "no_face": int(np.count_nonzero((values < threshold) | (values == 0))),
-        "without_any_face": int(np.count_nonzero(values == 0)),
-        "worst": [{"id": k, "share": round(float(v), 4)} for k, v in ranked[:worst]],
-    }
+    some = len(values) > 0
+    return {"detector": detector, "min_share": threshold, "videos": len(values),
+            "mean_share": round(float(values.mean()), 4) if some else None,
+            "median_share": round(float(np.median(values)), 4) if some else None,
+            "no_face": int(np.count_nonzero((values < threshold) | (values == 0))),
+            "without_any_face": int(np.count_nonzero(values == 0)),
+            "worst": [{"id": k, "share": round(float(v), 4)} for k, v in ranked[:worst]]}
