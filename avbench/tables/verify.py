@@ -198,14 +198,17 @@ def _first_bad(df: DataFrame, column: str, bad: Any, what: str) -> str:
 def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
     """``scores.csv`` (as read by :func:`read_scores`, or any frame with its columns)
     against the record: ids, labels, scores, row count and test-split hash."""
-    from avbench.protocols import split_hash
-    from avbench.records import VideoRecord
-
     missing = [c for c in _REQUIRED_COLUMNS if c not in scores.columns]
     if missing:
         return f"scores.csv has no column(s) {', '.join(missing)}"
     ids = scores["id"].map(lambda v: v if isinstance(v, str) else "" if v is None
                            or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return _check_ids(ids) or _check_values(scores) or _check_count(info, scores) \
+        or _check_split(info, scores, ids)
+
+
+def _check_ids(ids: Any) -> str | None:
+    """Every row has an id, and no id appears twice."""
     if (ids == "").any():
         row = int((ids == "").to_numpy().nonzero()[0][0])
         return f"scores.csv: row {row + 1} has no id"
@@ -214,15 +217,16 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
         first = dup.iloc[0]
         return (f"scores.csv: id {_q(first, 200)} appears {int((ids == first).sum())} times "
                 f"({dup.nunique()} duplicated id(s) in all)")
+    return None
 
+
+def _check_values(scores: DataFrame) -> str | None:
+    """Labels are 0 or 1; scores finite numbers in [0, 1] (a branch's column may be empty)."""
     for col in LABEL_COLUMNS:
-        if col not in scores.columns:
-            continue
-        values = _numbers(scores[col])
-        bad = ~values.isin((0.0, 1.0))
-        if bad.any():
-            return _first_bad(scores, col, bad, "labels must be 0 or 1")
-
+        if col in scores.columns:
+            bad = ~_numbers(scores[col]).isin((0.0, 1.0))
+            if bad.any():
+                return _first_bad(scores, col, bad, "labels must be 0 or 1")
     for col in SCORE_COLUMNS:
         if col not in scores.columns:
             continue
@@ -231,15 +235,22 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
                         or (isinstance(v, float) and math.isnan(v)))
         if col != "score" and empty.all():
             continue  # the run wrote no scores of this branch
-        values = _numbers(raw)
-        bad = ~values.between(0.0, 1.0)  # False for NaN and ±inf too
+        bad = ~_numbers(raw).between(0.0, 1.0)  # False for NaN and ±inf too
         if bad.any():
             return _first_bad(scores, col, bad, "scores must be finite numbers in [0, 1]")
+    return None
 
-    expected = info.get("n_test_videos")
+
+def _test_split(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
     splits = info.get("splits")
     test = splits.get("test") if isinstance(splits, Mapping) else None
-    if expected is None and info.get("status") != "complete" and isinstance(test, Mapping):
+    return test if isinstance(test, Mapping) else None
+
+
+def _check_count(info: Mapping[str, Any], scores: DataFrame) -> str | None:
+    """One row per test video that run.json counts."""
+    expected, test = info.get("n_test_videos"), _test_split(info)
+    if expected is None and info.get("status") != "complete" and test is not None:
         expected = test.get("n_used")  # an incomplete run may stop before the count
     if expected is None:
         return "run.json records no n_test_videos"
@@ -247,8 +258,17 @@ def check_scores(info: Mapping[str, Any], scores: DataFrame) -> str | None:
         return f"run.json's n_test_videos {_q(expected)} is not a count"
     if len(scores) != expected:
         return f"scores.csv has {len(scores)} rows, run.json records {expected} test videos"
+    return None
 
-    if not isinstance(test, Mapping):
+
+def _check_split(info: Mapping[str, Any], scores: DataFrame, ids: Any) -> str | None:
+    """The scored ids, with the test videos run.json lists as skipped, hash to the recorded
+    test split."""
+    from avbench.protocols import split_hash
+    from avbench.records import VideoRecord
+
+    test = _test_split(info)
+    if test is None:
         return "run.json records no test split"
     recorded = test.get("hash")
     if not isinstance(recorded, str) or not recorded:
