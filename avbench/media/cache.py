@@ -320,11 +320,8 @@ def _npy_bytes(audio: np.ndarray) -> tuple[bytes, int]:
 
 
 class PreparedCache:
-    """The prepared-media cache under ``root`` (the module docs give the layout).
-
-    Reading keeps one h264 decoder per stream setup and one RGB converter for the process
-    (flushed before each segment; nothing of it is pickled: DataLoader workers build their
-    own) and each entry's packet offsets."""
+    """The prepared-media cache under ``root`` (the module docs give the layout); its
+    decoders and RGB converter are not pickled (DataLoader workers make their own)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
@@ -333,17 +330,13 @@ class PreparedCache:
         self._memo: dict[str, list[Any]] | None = None
         self._memo_new: dict[str, list[Any]] = {}
         self._decoders: dict[str, Any] = {}
-        self._offsets: dict[str, np.ndarray] = {}
         self._rgb: Any = None
 
     def __repr__(self) -> str:
         return f"PreparedCache({str(self.root)!r})"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"])  # type: ignore[misc]
+    def __reduce__(self) -> Any:
+        return type(self), (self.root,)
 
     def entry_dir(self, key: str) -> Path:
         return self.entries_dir / key[:2] / key
@@ -455,60 +448,47 @@ class PreparedCache:
 
     # ---- reading
 
-    def _packets(self, entry: CacheEntry) -> tuple[Any, np.ndarray]:
-        """The h264 decoder for ``entry`` (flushed) and its packets' byte offsets."""
-        video = entry.meta.get("video") or {}
-        offsets = self._offsets.get(entry.key)
-        if offsets is None:
-            sizes = np.asarray(video.get("sizes", []), dtype=np.int64)
-            if len(sizes) != entry.n_frames:
-                raise CacheCorruptError(f"prepared entry {entry.dir}: its packet index does "
-                                        f"not list {entry.n_frames} frames")
-            if len(self._offsets) > 4096:
-                self._offsets.clear()
-            offsets = self._offsets[entry.key] = \
-                int(video["first"]) + np.concatenate([[0], np.cumsum(sizes)])
-        cc = self._decoders.get(video["extradata"])
-        if cc is None:
-            import av
-
-            cc = self._decoders[video["extradata"]] = av.CodecContext.create("h264", "r")
-            cc.extradata = bytes.fromhex(video["extradata"])
-            cc.thread_type, cc.thread_count = "NONE", 1
-        cc.flush_buffers()
-        return cc, offsets
-
     def read_frames(self, entry: CacheEntry, start: int, out: np.ndarray) -> np.ndarray:
         """Frames ``start .. start + len(out)`` of ``entry`` as uint8 RGB into ``out``
         (T, 3, H, W): the packets from the keyframe at or before ``start``."""
         import av
         from av.video.reformatter import VideoReformatter
 
-        count, first = len(out), start // GOP * GOP
-        if not (start >= 0 and count >= 1 and start + count <= entry.n_frames):
-            raise ValueError(f"frames {start}..{start + count} of a {entry.n_frames}-frame entry")
+        stop, first = start + len(out), start // GOP * GOP
+        if not (start >= 0 and len(out) >= 1 and stop <= entry.n_frames):
+            raise ValueError(f"frames {start}..{stop} of a {entry.n_frames}-frame entry")
         if out.shape[1:] != (3, entry.height, entry.width):
             raise ValueError(f"frames of shape {out.shape[1:]} from a "
                              f"{entry.width}x{entry.height} entry")
+        video = entry.meta.get("video") or {}
+        sizes = video.get("sizes", [])
+        if len(sizes) != entry.n_frames:
+            raise CacheCorruptError(f"prepared entry {entry.dir}: its packet index does "
+                                    f"not list {entry.n_frames} frames")
         try:
-            cc, offsets = self._packets(entry)
-            lo, hi = int(offsets[first]), int(offsets[start + count])
+            cc = self._decoders.get(video["extradata"])
+            if cc is None:
+                cc = self._decoders[video["extradata"]] = av.CodecContext.create("h264", "r")
+                cc.extradata = bytes.fromhex(video["extradata"])
+                cc.thread_type, cc.thread_count = "NONE", 1
+            cc.flush_buffers()
             with open(entry.video_path, "rb") as f:
-                f.seek(lo)
-                data = f.read(hi - lo)
-            if len(data) != hi - lo:
-                raise EOFError(f"{len(data)} of {hi - lo} bytes")
-            frames = []
-            for j in range(first, start + count):
-                frames += cc.decode(av.Packet(data[offsets[j] - lo : offsets[j + 1] - lo]))
-            if len(frames) < start + count - first:
+                f.seek(int(video["first"]) + sum(sizes[:first]))
+                data = f.read(want := sum(sizes[first:stop]))
+            if len(data) != want:
+                raise EOFError(f"{len(data)} of {want} bytes")
+            frames, pos = [], 0
+            for size in sizes[first:stop]:
+                frames += cc.decode(av.Packet(data[pos : pos + size]))
+                pos += size
+            if len(frames) < stop - first:
                 frames += cc.decode(None)  # (a decoder that holds frames back: drain it)
         except (OSError, EOFError, av.FFmpegError, ValueError) as e:
             raise CacheCorruptError(f"prepared entry {entry.dir} cannot be read ({e}); run "
                                     "`avbench data prepare` to check and prepare it again") from e
-        if len(frames) != start + count - first:
+        if len(frames) != stop - first:
             raise CacheCorruptError(f"prepared entry {entry.dir}: {len(frames)} frames decoded "
-                                    f"from packets {first}..{start + count - 1}")
+                                    f"from packets {first}..{stop - 1}")
         if self._rgb is None:
             self._rgb = VideoReformatter()
         for k, frame in enumerate(frames[start - first :]):
