@@ -404,21 +404,18 @@ def test_full_disk_names_the_path_and_leaves_no_half_entry(
     clips, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = PreparedCache(tmp_path / "cache")
-    real_write = os.write
-    state = {"written": 0}
+    real_write = Path.write_bytes
 
-    def write_until_full(fd, data):
+    def write_until_full(path, data):
         if len(data) < 4000:  # the small json files still fit
-            return real_write(fd, data)
-        if state["written"]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        state["written"] = real_write(fd, bytes(data)[: len(data) // 2])  # a short write first
-        return state["written"]
+            return real_write(path, data)
+        real_write(path, data[: len(data) // 2])  # half of it, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod.os, "write", write_until_full)
+    monkeypatch.setattr(Path, "write_bytes", write_until_full)
     with pytest.raises(CacheDiskFullError) as info:
         prepare(clips, PIPE, cache, progress=False)
-    monkeypatch.setattr(cache_mod.os, "write", real_write)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
     e = info.value
     assert isinstance(e, OSError) and e.errno == errno.ENOSPC
     assert e.filename.endswith(("video.mp4", "audio.npy")) and str(cache.tmp_dir) in e.filename

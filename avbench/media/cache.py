@@ -117,12 +117,15 @@ def _disk_full_named(path: Path | str) -> Iterator[None]:
     """A full disk or quota inside the block raises :class:`CacheDiskFullError` for ``path``."""
     try:
         yield
-    except CacheDiskFullError:
-        raise
     except OSError as e:
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise CacheDiskFullError(str(e.filename or path)) from e
         raise
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with _disk_full_named(path):
+        path.write_bytes(data)
 
 
 def default_root() -> Path:
@@ -257,22 +260,6 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file; a full disk raises :class:`CacheDiskFullError`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        with _disk_full_named(path):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------------------------
-# the stored format
-
-
 def encode_video(frames: np.ndarray, fps: int) -> tuple[bytes, dict[str, Any]]:
     """Frames (N, 3, H, W) uint8 as mp4 bytes (sides padded to whole macroblocks by repeating
     the edges), and the packet index meta.json keeps: ``first`` (offset of packet 0),
@@ -309,14 +296,6 @@ def encode_video(frames: np.ndarray, fps: int) -> tuple[bytes, dict[str, Any]]:
             f"the h264 stream has frames {order[:20]}..., keyframes {keys[:8]}..., "
             f"contiguous={contiguous}; expected {len(frames)} in order, a keyframe every {GOP}")
     return data, index
-
-
-def _npy_bytes(audio: np.ndarray) -> tuple[bytes, int]:
-    """``audio`` as .npy bytes (float32) and the offset of its first sample."""
-    a = np.ascontiguousarray(audio, dtype=np.float32)
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue(), len(buf.getvalue()) - a.nbytes
 
 
 class PreparedCache:
@@ -371,12 +350,11 @@ class PreparedCache:
         """Write new memo rows, merged with what other processes wrote meanwhile."""
         if not self._memo_new:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._memo = None
-        merged = {**self._load_memo(), **self._memo_new}
+        self._memo = None  # (read again: other processes may have added rows)
+        self._memo = {**self._load_memo(), **self._memo_new}
         with _disk_full_named(self.memo_path):
             atomic_write_text(self.memo_path, json.dumps(
-                {"format": _MEMO_FORMAT, "files": merged}, separators=(",", ":")))
+                {"format": _MEMO_FORMAT, "files": self._memo}, separators=(",", ":")))
         self._memo_new = {}
 
     def key_for(self, path: str | Path, pipeline: Pipeline, *,
@@ -535,14 +513,16 @@ class PreparedCache:
         """Write ``clip`` as entry ``key``: encoded, into a temp folder, then renamed into
         place. A full disk raises :class:`CacheDiskFullError` and leaves nothing behind."""
         video, index = encode_video(np.asarray(clip.frames), clip.fps)
-        audio, offset = _npy_bytes(clip.audio)
+        samples, buf = np.ascontiguousarray(clip.audio, dtype=np.float32), io.BytesIO()
+        np.save(buf, samples)
+        audio = buf.getvalue()
         files = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                  for name, data in ((VIDEO_FILE, video), (AUDIO_FILE, audio))}
         meta = {"format": CACHE_FORMAT, "key": key, "content_hash": content_hash,
                 "pipeline": pipeline.to_dict(), "pipeline_key": pipeline.key(),
                 "pipeline_version": PIPELINE_VERSION, "face_detector": face_detector,
                 "source_name": source_name, **clip.facts(), "files": files, "video": index,
-                "audio": {"dtype": "float32", "offset": offset}}
+                "audio": {"dtype": "float32", "offset": len(audio) - samples.nbytes}}
         tmp, final = self._new_tmp(), self.entry_dir(key)
         try:
             _write_bytes(tmp / VIDEO_FILE, video)
@@ -559,7 +539,6 @@ class PreparedCache:
         return CacheEntry.from_meta(final, meta)
 
     def write_failure(self, key: str, kind: str, reason: str, *, source_name: str = "") -> None:
-        self.failures_dir.mkdir(parents=True, exist_ok=True)
         data = {"format": CACHE_FORMAT, "key": key, "kind": kind, "reason": reason,
                 "pipeline_version": PIPELINE_VERSION, "source_name": source_name}
         with _disk_full_named(self.failure_path(key)):
