@@ -370,7 +370,9 @@ def test_corrupt_or_truncated_entry_is_named_removed_and_prepared_again(clips, t
     with open(e1.dir / "audio.npy", "r+b") as f:  # cut short, as a full disk leaves it
         f.truncate(200)
     (e2.dir / "meta.json").write_text("{not json")
-    assert cache.entry_by_key(e1.key) is None  # a size check alone sees the truncation
+    size = e1.meta["files"]["audio.npy"]["size"]  # a size check alone sees the truncation
+    assert cache.check_entry(e1.key, checksums=False) == (
+        None, f"audio.npy has 200 bytes, meta.json says {size}")
 
     out, console = _console()
     again = prepare(clips, PIPE, cache, progress=False, console=console)

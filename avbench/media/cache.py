@@ -392,19 +392,15 @@ class PreparedCache:
                 return None, f"{name} does not match its checksum"
         return entry, ""
 
-    def entry_by_key(self, key: str, *, checksums: bool = False) -> CacheEntry | None:
-        """The entry ``key`` if its files have the recorded sizes (and, with ``checksums``,
-        bytes); None otherwise."""
-        return self.check_entry(key, checksums=checksums)[0]
-
     def entry(self, path: str | Path, pipeline: Pipeline, *,
               face_detector: FaceDetector | None = None) -> CacheEntry | None:
-        """The prepared entry of ``path`` under ``pipeline``, or None (not prepared, a cached
-        failure, or no such file)."""
+        """The prepared entry of ``path`` under ``pipeline`` if its files have their recorded
+        sizes; None otherwise (not prepared, a cached failure, or no such file)."""
         try:
-            return self.entry_by_key(self.key_for(path, pipeline, face_detector=face_detector))
+            key = self.key_for(path, pipeline, face_detector=face_detector)
         except OSError:
             return None
+        return self.check_entry(key, checksums=False)[0]
 
     def failure_by_key(self, key: str) -> tuple[str, str] | None:
         """(kind, reason) of a cached failure, or None."""
@@ -415,14 +411,13 @@ class PreparedCache:
             return None
 
     def remove_entry(self, key: str) -> None:
-        """Take entry ``key`` away (renamed out of ``entries/`` first, then deleted)."""
-        folder = self.entry_dir(key)
-        if folder.exists():
-            gone = self._new_tmp()
-            with contextlib.suppress(OSError):
-                gone.rmdir()
-                os.rename(folder, gone)
-            shutil.rmtree(gone if gone.exists() else folder, ignore_errors=True)
+        """Take entry ``key`` away: renamed into a temp folder first (no reader sees half of
+        it), then deleted."""
+        gone = self._new_tmp()
+        with contextlib.suppress(OSError):
+            os.rename(self.entry_dir(key), gone / key)
+        shutil.rmtree(gone, ignore_errors=True)
+        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
 
     # ---- reading
 
@@ -544,22 +539,18 @@ class PreparedCache:
         with _disk_full_named(self.failure_path(key)):
             atomic_write_text(self.failure_path(key), json.dumps(data, indent=1))
 
-    def clean_tmp(self) -> int:
-        """Remove temp folders left by interrupted runs (this host's dead processes, or
-        anything older than a day). Returns how many were removed."""
-        removed, host, now = 0, socket.gethostname(), time.time()
+    def clean_tmp(self) -> None:
+        """Remove the temp folders of interrupted runs: this host's dead processes', and
+        anything older than a day."""
+        host, now = socket.gethostname(), time.time()
         for child in self.tmp_dir.iterdir() if self.tmp_dir.is_dir() else ():
-            parts, stale = child.name.rsplit("-", 2), False
-            if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-                stale = int(parts[1]) != os.getpid() and not pid_alive(int(parts[1]))
+            parts = child.name.rsplit("-", 2)
+            dead = len(parts) == 3 and parts[0] == host and parts[1].isdigit() \
+                and int(parts[1]) != os.getpid() and not pid_alive(int(parts[1]))
             with contextlib.suppress(OSError):
-                stale = stale or now - child.stat().st_mtime > _STALE_TMP_SECONDS
-            if stale:
-                shutil.rmtree(child, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    child.unlink()
-                removed += 1
-        return removed
+                if dead or now - child.stat().st_mtime > _STALE_TMP_SECONDS:
+                    shutil.rmtree(child, ignore_errors=True)
+                    child.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
