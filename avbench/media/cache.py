@@ -197,10 +197,10 @@ class CacheEntry:
 @dataclass
 class PrepareResult:
     """What :func:`prepare` did. ``entries`` and ``problems`` follow the order of the items;
-    every item is in exactly one. ``repaired`` names entries that failed their check and were
-    prepared again. With face cropping, ``face_shares`` maps every video searched for a face
-    to the share of its searched frames that showed one, ``face_detector`` is the detector's
-    key and ``min_face_share`` the share below which a video became ``no-face``."""
+    every item is in exactly one. ``repaired`` names the damaged entries prepared again. With
+    face cropping, ``face_shares`` maps every video searched for a face to the share of its
+    searched frames that showed one, under detector ``face_detector`` and threshold
+    ``min_face_share``."""
 
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     problems: list[MediaProblem] = field(default_factory=list)
@@ -214,18 +214,6 @@ class PrepareResult:
 
     def problem_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
-
-    def report(self, console: Console | None = None, *, limit: int = 20) -> None:
-        """Print :meth:`summary` and the first ``limit`` problems."""
-        from rich.console import Console
-        from rich.markup import escape
-
-        console = console or Console(stderr=True)
-        console.print(escape(self.summary()))
-        for p in self.problems[:limit]:
-            console.print(f"  [yellow]{escape(p.kind)}[/]  {escape(p.id)}: {escape(p.reason)}")
-        if len(self.problems) > limit:
-            console.print(f"  ... and {len(self.problems) - limit} more")
 
     def summary(self) -> str:
         s = (f"{len(self.entries) + len(self.problems)} videos: {len(self.entries)} prepared, "
@@ -556,7 +544,8 @@ class PreparedCache:
 
 
 def _prepare_job(path: str, key: str, content_hash: str, pipeline: Pipeline, root: str,
-                 face_detector: Any) -> tuple[str, CacheEntry | None, str, str]:
+                 face_detector: Any, detector_key: str | None,
+                 ) -> tuple[str, CacheEntry | None, str, str]:
     """Decode one file into the cache (in a worker process when workers > 0). Returns (key,
     entry, kind, reason): entry None and kind/reason set for a bad file."""
     cache, name = PreparedCache(root), Path(path).name
@@ -566,57 +555,39 @@ def _prepare_job(path: str, key: str, content_hash: str, pipeline: Pipeline, roo
         if e.kind != "missing":  # a file that vanished meanwhile may come back unchanged
             cache.write_failure(key, e.kind, e.reason, source_name=name)
         return key, None, e.kind, e.reason
-    except (KeyboardInterrupt, MemoryError):
+    except MemoryError:
         raise
     except Exception as e:
         raise RuntimeError(f"{path}: unexpected error while preparing: {e!r}") from e
-    det = None
-    if pipeline.face_crop:
-        from avbench.media.face import detector_key
-
-        det = detector_key(face_detector)
     return key, cache.write_entry(key, clip, pipeline, content_hash=content_hash,
-                                  face_detector=det, source_name=name), "", ""
-
-
-def _progress(enabled: bool, console: Console | None) -> Any:
-    import rich.progress as rp
-
-    # on a pipe or file rich would print each finished bar: the run's summary says it all
-    return rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(),
-                       rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
-                       console=console,
-                       disable=not enabled or (console is not None and not console.is_terminal))
-
-
-@dataclass
-class _Lookup:
-    """What the cache holds for a prepare's items, before anything is decoded."""
-
-    keys: dict[str, str] = field(default_factory=dict)  # video id -> cache key
-    early: dict[str, MediaProblem] = field(default_factory=dict)  # id -> problem before decoding
-    outcome: dict[str, tuple[CacheEntry | None, str, str]] = field(default_factory=dict)
-    pending: dict[str, tuple[Path, str]] = field(default_factory=dict)  # key -> (path, hash)
+                                  face_detector=detector_key, source_name=name), "", ""
 
 
 def _look_up(items: list[tuple[str, Path]], pkey: str, cache: PreparedCache,
-             result: PrepareResult, console: Console | None, tick: Any) -> _Lookup:
-    """Hash every file and find its entry or failure; damaged entries are named and removed."""
-    found = _Lookup()
+             result: PrepareResult, console: Console | None, tick: Any,
+             ) -> tuple[dict[str, Any], ...]:
+    """Hash every file and find its entry or cached failure; damaged entries are named and
+    removed. Returns ``{video id: key}``, ``{video id: outcome}`` for files that cannot be
+    read, ``{key: outcome}`` found (an outcome is ``(entry, kind, reason)``) and ``{key:
+    (path, content hash)}`` to prepare."""
+    keys: dict[str, str] = {}
+    unread: dict[str, tuple[None, str, str]] = {}
+    found: dict[str, tuple[CacheEntry | None, str, str]] = {}
+    pending: dict[str, tuple[Path, str]] = {}
     try:
         for vid, path in items:
             tick()
             try:
                 digest = cache.content_hash(path)
             except FileNotFoundError:
-                found.early[vid] = MediaProblem(vid, "missing", "file does not exist")
+                unread[vid] = (None, "missing", "file does not exist")
                 continue
             except OSError as e:  # (no machine path in reasons)
-                found.early[vid] = MediaProblem(
-                    vid, "unreadable", f"cannot read the file ({e.strerror or type(e).__name__})")
+                unread[vid] = (None, "unreadable",
+                               f"cannot read the file ({e.strerror or type(e).__name__})")
                 continue
-            key = found.keys[vid] = f"{digest[:40]}-{pkey}"
-            if key in found.outcome or key in found.pending:
+            key = keys[vid] = f"{digest[:40]}-{pkey}"
+            if key in found or key in pending:
                 continue
             entry, damage = cache.check_entry(key)
             if damage:
@@ -628,14 +599,15 @@ def _look_up(items: list[tuple[str, Path]], pkey: str, cache: PreparedCache,
                 result.repaired.append(line)
                 (console or Console(stderr=True)).print(f"[yellow]{escape(line)}[/]")
                 cache.remove_entry(key)
-            failed = None if entry is not None else cache.failure_by_key(key)
-            if entry is not None or failed is not None:
-                found.outcome[key] = (entry, "", "") if entry is not None else (None, *failed)
+            if entry is not None:
+                found[key] = (entry, "", "")
+            elif (failed := cache.failure_by_key(key)) is not None:
+                found[key] = (None, *failed)
             else:
-                found.pending[key] = (Path(path), digest)
+                pending[key] = (Path(path), digest)
     finally:
         cache.save_memo()
-    return found
+    return keys, unread, found, pending
 
 
 def prepare(items: list[tuple[str, Path]], pipeline: Pipeline,
@@ -643,20 +615,18 @@ def prepare(items: list[tuple[str, Path]], pipeline: Pipeline,
             console: Console | None = None, face_detector: FaceDetector | None = None,
             min_face_share: float | None = None) -> PrepareResult:
     """Make sure every ``(video id, absolute path)`` in ``items`` is prepared under
-    ``pipeline``; decode what the cache lacks, identical files once.
-
-    ``workers > 0`` decodes in that many processes (spawn start method, safe alongside torch
-    and threads), ``workers < 0`` as many as :func:`prepare_workers` picks, 0 in this
-    process. Every unusable file is in ``problems`` on every run, with its kind and reason;
-    every entry used is checked against its recorded sizes and checksums, and a damaged one
-    is named (on ``console``), removed and prepared again. Ctrl-C or a full disk leaves
-    finished entries in place and no half entry: run it again to resume.
+    ``pipeline``, decoding what the cache lacks (identical files once) in this process
+    (``workers`` 0), in ``workers`` spawned processes, or (``workers < 0``) in as many as
+    :func:`prepare_workers` picks. Damaged entries are named on ``console``. Ctrl-C or a full
+    disk leaves finished entries in place and no half entry: run it again to resume.
 
     With face cropping (``face_detector``: :func:`~avbench.media.face.default_face_detector`
     when None), a video whose searched frames show a face less often than ``min_face_share``
     (:func:`~avbench.media.face.min_face_share` when None) is a ``no-face`` problem; changing
     the share needs no new preparation.
     """
+    import rich.progress as rp
+
     started, cache, result = time.perf_counter(), cache or PreparedCache(), PrepareResult()
     if pipeline.face_crop:
         from avbench.media import face
@@ -666,44 +636,39 @@ def prepare(items: list[tuple[str, Path]], pipeline: Pipeline,
         result.min_face_share = face.min_face_share() if min_face_share is None \
             else float(min_face_share)
     cache.clean_tmp()
-    with _progress(progress, console) as bar:
+    # on a pipe or file rich would print each finished bar: the run's summary says it all
+    with rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(),
+                     rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
+                     console=console, disable=not progress or (
+                         console is not None and not console.is_terminal)) as bar:
         task = bar.add_task("checking the cache", total=len(items))
-        found = _look_up(items, pipeline_cache_key(pipeline, face_detector), cache, result,
-                         console, lambda: bar.advance(task))
-        result.n_cached = len(found.outcome)
-        if found.pending:
-            task = bar.add_task("preparing media", total=len(found.pending))
-            jobs = [(str(path), key, digest, pipeline, str(cache.root), face_detector)
-                    for key, (path, digest) in found.pending.items()]
+        keys, unread, found, pending = _look_up(items, pipeline_cache_key(pipeline, face_detector),
+                                                cache, result, console, lambda: bar.advance(task))
+        result.n_cached = len(found)
+        if pending:
+            task = bar.add_task("preparing media", total=len(pending))
+            jobs = [(str(path), key, digest, pipeline, str(cache.root), face_detector,
+                     result.face_detector) for key, (path, digest) in pending.items()]
             for key, entry, kind, reason in _run_jobs(jobs, prepare_workers(workers, len(jobs))):
-                found.outcome[key] = (entry, kind, reason)
+                found[key] = (entry, kind, reason)
                 result.n_decoded += 1
                 bar.advance(task)
     for vid, _path in items:
-        _sort_out(vid, found, pipeline, result)
+        entry, kind, reason = unread[vid] if vid in unread else found[keys[vid]]
+        if pipeline.face_crop and (entry is not None or kind == "no-face"):
+            result.face_shares[vid] = entry.face_share if entry is not None else 0.0
+            threshold = result.min_face_share or 0.0
+            if entry is not None and entry.face_share < threshold:
+                from avbench.media.face import few_faces_reason
+
+                reason = few_faces_reason(entry.face_found, entry.face_searched, threshold)
+                entry, kind = None, "no-face"
+        if entry is not None:
+            result.entries[vid] = entry
+        else:
+            result.problems.append(MediaProblem(vid, kind, reason))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _sort_out(vid: str, found: _Lookup, pipeline: Pipeline, result: PrepareResult) -> None:
-    """Video ``vid`` into ``result``'s entries or problems (a video with too few faces is a
-    ``no-face`` problem)."""
-    if vid in found.early:
-        result.problems.append(found.early[vid])
-        return
-    entry, kind, reason = found.outcome[found.keys[vid]]
-    if pipeline.face_crop and (entry is not None or kind == "no-face"):
-        result.face_shares[vid] = entry.face_share if entry is not None else 0.0
-        threshold = result.min_face_share or 0.0
-        if entry is not None and entry.face_share < threshold:
-            from avbench.media.face import few_faces_reason
-
-            reason = few_faces_reason(entry.face_found, entry.face_searched, threshold)
-            entry, kind = None, "no-face"
-    if entry is not None:
-        result.entries[vid] = entry
-    else:
-        result.problems.append(MediaProblem(vid, kind, reason))
 
 
 def faces_entry(results: Any) -> dict[str, Any]:
@@ -751,13 +716,11 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int, fn: Any = None) -> Any:
     done, broken = set(), False
     try:
         for fut in as_completed([pool.submit(fn, *job) for job in jobs]):
-            try:
-                res = fut.result()
-            except BrokenProcessPool:
-                broken = True
-                break
+            res = fut.result()
             done.add(res[0])
             yield res
+    except BrokenProcessPool:
+        broken = True
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
