@@ -206,7 +206,7 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     boxes = np.stack([np.interp(np.arange(n), det_at[found], picks[:, c]) for c in range(3)],
                      axis=1)
     boxes[:, 2] *= 1.0 + margin
-    # each frame's nearest search (the earlier on a tie): past as many midpoints as lie before it
+    # each frame's nearest search (the earlier on a tie): count the midpoints before it
     nearest = np.searchsorted((det_at[:-1] + det_at[1:]) / 2, np.arange(n))
     report = FaceCropReport(detect_frames=len(det_at), detected=int(found.sum()),
                             fallback_frames=int(np.count_nonzero(~found[nearest])),
