@@ -177,13 +177,10 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     The detector looks at every ``every``-th frame and the last; :func:`pick_face` keeps one
     face per look. The boxes are smoothed (moving median over ``smooth`` looks, edges
     repeated) and interpolated linearly to every frame (the nearest box before the first look
-    and after the last); each crop is a square of ``1 + margin`` times the face box, kept
-    inside the frame (black-padded where the frame is smaller), resized to ``size``.
-    Returns (crops (N, 3, size, size) uint8, :class:`FaceCropReport`). Raises
-    :class:`BadMediaError` ``no-face`` naming ``source`` when no look finds a face; a low
-    share is the caller's to judge (:func:`min_face_share`)."""
-    import cv2
-
+    and after the last); each crop is a square of ``1 + margin`` times the face box. Returns
+    (crops (N, 3, size, size) uint8, :class:`FaceCropReport`). Raises :class:`BadMediaError`
+    ``no-face`` naming ``source`` when no look finds a face; a low share is the caller's to
+    judge (:func:`min_face_share`)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3), got {frames.shape}")
@@ -211,32 +208,33 @@ def crop_faces(frames: np.ndarray, detector: FaceDetector, *, size: int = 224, e
     report = FaceCropReport(detect_frames=len(det_at), detected=int(found.sum()),
                             fallback_frames=int(np.count_nonzero(~found[nearest])),
                             detector=detector_key(detector), boxes=boxes)
-    crops = np.empty((n, 3, size, size), dtype=np.uint8)
-    for i, frame in enumerate(frames):
-        crop = _square(frame, *boxes[i])
-        interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+    return _crop_all(frames, boxes, size), report
+
+
+def _crop_all(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Each frame's square ``boxes[i]`` (cx, cy, side), moved inside the frame where it fits
+    and black-padded where the frame is smaller, resized to ``size``: (N, 3, size, size)."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    crops = np.empty((len(frames), 3, size, size), dtype=np.uint8)
+    for i, (cx, cy, side) in enumerate(boxes):
+        s = max(2, round(side))
+        x0, y0 = round(cx - s / 2), round(cy - s / 2)
+        if s <= width:
+            x0 = min(max(x0, 0), width - s)
+        if s <= height:
+            y0 = min(max(y0, 0), height - s)
+        if s <= width and s <= height:
+            crop = frames[i, y0 : y0 + s, x0 : x0 + s]
+        else:
+            crop = np.zeros((s, s, 3), dtype=frames.dtype)
+            sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + s, width), min(y0 + s, height)
+            if sx1 > sx0 and sy1 > sy0:
+                crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frames[i, sy0:sy1, sx0:sx1]
+        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
         crops[i] = cv2.resize(crop, (size, size), interpolation=interp).transpose(2, 0, 1)
-    return crops, report
-
-
-def _square(frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
-    """The square of ``side`` centred on (cx, cy): moved inside the frame where it fits,
-    padded with black where the frame is smaller than the square."""
-    height, width = frame.shape[:2]
-    s = max(2, round(side))
-    x0, y0 = round(cx - s / 2), round(cy - s / 2)
-    if s <= width:
-        x0 = min(max(x0, 0), width - s)
-    if s <= height:
-        y0 = min(max(y0, 0), height - s)
-    if s <= width and s <= height:
-        return frame[y0 : y0 + s, x0 : x0 + s]
-    out = np.zeros((s, s, 3), dtype=frame.dtype)
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + s, width), min(y0 + s, height)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
-    return out
+    return crops
 
 
 def few_faces_reason(found: int, searched: int, threshold: float) -> str:
