@@ -576,6 +576,19 @@ def build_table(
         footnotes.append(pub.published_footnote(spec.published))
         footnotes.append("'-': not given in the paper.")
     table.rows.extend(computed)
+    table.footnotes = footnotes + _footnotes(spec, computed, pool, runs, aggregate, ci)
+    table.footnotes.extend(dict.fromkeys(notes))
+    table.footnotes.extend(runs.problems)
+    table.rank()
+    return table
+
+
+def _footnotes(spec: TableSpec, computed: list[Row], pool: _Pool, runs: Runs, aggregate: str,
+               ci: bool) -> list[str]:
+    """What a table's footnotes say about its computed rows: where they come from, which
+    identity a cell shows, runs left out, aggregation, intervals, undefined cells, coverage."""
+    protos = spec.protocols
+    footnotes: list[str] = []
     if computed:
         if any(r.source != EXTERNAL for r in computed):
             footnotes.append("Rows marked 'computed' were computed by avbench from each run's "
@@ -617,8 +630,4 @@ def build_table(
         footnotes.append("Cells that scored fewer test videos than the protocol's split (the "
                          "others could not be used; their ids, kinds and reasons are in the "
                          "run's run.json, skipped_media): " + "; ".join(coverage) + ".")
-    footnotes.extend(dict.fromkeys(notes))
-    footnotes.extend(runs.problems)
-    table.footnotes = footnotes
-    table.rank()
-    return table
+    return footnotes
