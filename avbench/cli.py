@@ -392,7 +392,7 @@ def data_synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the benchmark into.")],
     kind: Annotated[str, typer.Option(help="fakeavceleb (FakeAVCeleb layout) or kodf (KoDF layout, full frames).")] = "fakeavceleb",
     scale: Annotated[int, typer.Option(min=1, help="Size multiplier (1 = a few hundred clips).")] = 1,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Generator seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes to generate with.")] = 0,
 ) -> None:
     """Generate the embedded synthetic benchmark in FakeAVCeleb's (or KoDF's) exact layout."""

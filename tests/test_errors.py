@@ -291,3 +291,34 @@ def test_a_file_where_a_folder_belongs_is_a_usage_error(synthetic_root, tmp_path
     assert r.exit_code == 2, r.output
     (line,) = r.stderr.strip().splitlines()
     assert str(afile) in line and "not a folder" in line and "internal error" not in line, line
+
+
+def test_a_negative_seed_is_refused_before_any_work(tmp_path):
+    """A seed numpy cannot take is the user's mistake, said before indexing or training (it
+    used to fail in the bootstrap, after training, as an internal error)."""
+    r = run_cli(["run", "-d", "sync-corr", "-p", "intra", "--seed", "-1",
+                 "--data", "fakeavceleb=/nonexistent", "--out", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert "--seed -1: give a whole number >= 0" in r.stderr, r.output
+    assert not any(tmp_path.iterdir())
+    r = run_cli(["data", "synth", str(tmp_path / "s"), "--seed", "-3"])
+    assert r.exit_code == 2 and "'--seed'" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "-d", "sync-corr", "-p", "intra"],
+    ["protocols", "show", "intra"],
+])
+def test_a_misspelt_dataset_name_is_named_not_ignored(command, tmp_path):
+    r = run_cli([*command, "--data", "fakavceleb=synthetic"])
+    assert r.exit_code == 2, r.output
+    assert ("--data fakavceleb=...: unknown dataset 'fakavceleb' (did you mean 'fakeavceleb'?)"
+            in " ".join(r.stderr.split())), r.output
+    assert "intra v" not in r.stdout  # protocols show says nothing before the error
+
+
+def test_a_missing_dataset_root_is_named_once(tmp_path):
+    r = run_cli(["protocols", "show", "intra", "--data", f"fakeavceleb={tmp_path}/nope"])
+    assert r.exit_code == 2, r.output
+    line = " ".join(r.stderr.split())
+    assert f"root {tmp_path}/nope does not exist" in line and line.count("nope") == 1, line

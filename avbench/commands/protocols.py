@@ -11,13 +11,16 @@ from avbench.errors import AvbenchError
 
 def resolve_indexes(protocol: Any, data_items: list[str], plugins: Any, *, required: bool) -> dict:
     from avbench.datasets.resolve import (
+        check_dataset_names,
         find_dataset_sources,
         missing_dataset_message,
         parse_data_items,
         resolve_dataset,
     )
 
-    sources = find_dataset_sources(parse_data_items(data_items))
+    given = parse_data_items(data_items)
+    check_dataset_names(given, plugins.datasets)
+    sources = find_dataset_sources(given)
     out = {}
     for name in protocol.datasets:
         if name not in sources:
@@ -36,13 +39,13 @@ def show_protocol(name: str, data_items: list[str], fold: str | None, write_list
 
     protocol = get_protocol(name, plugins)
     protocol.check_fold(fold)
+    indexes = resolve_indexes(protocol, data_items, plugins, required=bool(data_items))
     console.print(f"[bold]{protocol.name}[/] v{protocol.version} ({protocol.path.name}, "
                   f"sha256 {protocol.file_hash}): {protocol.description}")
     console.print(f"datasets: {', '.join(protocol.datasets)}; training balance: "
                   f"{protocol.balance}; metrics: {', '.join(protocol.metrics)}"
                   + (f"; feeds Table {protocol.table}" if protocol.table else ""))
     folds = [fold] if fold else (protocol.fold_names or [None])
-    indexes = resolve_indexes(protocol, data_items, plugins, required=bool(data_items))
     if not indexes:
         for f in folds:
             t = Table(title=f"fold {f}" if f else "splits", title_justify="left")

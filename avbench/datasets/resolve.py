@@ -126,6 +126,20 @@ def find_dataset_sources(
     return out
 
 
+def check_dataset_names(given: Mapping[str, str], datasets: Mapping[str, DatasetInfo]) -> None:
+    """Every name given with ``--data`` is a registered dataset (a misspelt one is named, with
+    the closest known name, instead of being ignored)."""
+    import difflib
+
+    for name in given:
+        if name not in datasets:
+            close = difflib.get_close_matches(name, list(datasets), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(datasets)) or "(none)"
+            raise PluginError(f"--data {name}=...: unknown dataset {name!r}{hint}; known "
+                              f"datasets: {known}")
+
+
 def missing_dataset_message(name: str, datasets: Mapping[str, DatasetInfo] | None = None) -> str:
     """One line telling the user the three ways to provide dataset ``name``."""
     msg = (
@@ -342,7 +356,8 @@ def resolve_dataset(name: str, value: str, datasets: Mapping[str, DatasetInfo], 
             root = Path.cwd() / root
         if not root.is_dir():
             what = "is not a folder" if root.exists() else "does not exist"
-            raise DataError(f"dataset {name!r}: root {value} {what} ({root})")
+            shown = value if Path(value).expanduser() == root else f"{value} ({root})"
+            raise DataError(f"dataset {name!r}: root {shown} {what}")
         adapter_name = name if info.factory is not None else (info.reads_as or name)
     ainfo = datasets.get(adapter_name)
     if ainfo is None or ainfo.factory is None:

@@ -238,6 +238,8 @@ def run(opts: RunOptions, console: Any = None) -> list[Path]:
 
     if opts.on_bad_media not in ("skip", "fail"):
         raise AvbenchError("--on-bad-media must be skip or fail")
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or opts.seed < 0:
+        raise AvbenchError(f"--seed {opts.seed!r}: give a whole number >= 0")
     plugins = get_plugins()
     info = plugins.detector(opts.detector)
     protocol = get_protocol(opts.protocol, plugins)
@@ -269,12 +271,14 @@ def index_datasets(opts: RunOptions, protocol: Any, plugins: Any, console: _Cons
     """``(indexes, adapters)`` of the protocol's datasets, from ``opts.data`` (rank 0
     first); a line per dataset says what was indexed."""
     from avbench.datasets.resolve import (
+        check_dataset_names,
         find_dataset_sources,
         index_line,
         missing_dataset_message,
         resolve_dataset,
     )
 
+    check_dataset_names(opts.data, plugins.datasets)
     sources = find_dataset_sources(opts.data)
     indexes = {}
     adapters = {}
