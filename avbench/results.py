@@ -202,6 +202,12 @@ STATUSES = ("incomplete", "complete", "failed")
 CHECKPOINT_ERROR = "checkpoint"
 
 
+def json_problem(e: json.JSONDecodeError) -> str:
+    """Where and what a JSON decoding error is: "Expecting value at line 3, column 9"."""
+    msg = e.msg if e.msg.endswith(" at") else f"{e.msg} at"
+    return f"{msg} line {e.lineno}, column {e.colno}"
+
+
 @dataclass
 class RunRecord:
     """``run.json``: one run, as written by ``avbench run`` and read by ``--resume`` and
@@ -413,7 +419,7 @@ class RunRecord:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ResultsError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+            raise ResultsError(f"{where}: not valid JSON ({json_problem(e)})") from None
         except RecursionError:
             raise ResultsError(f"{where}: not valid JSON (nested too deeply)") from None
         return cls.from_dict(d, path)

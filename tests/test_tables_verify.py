@@ -456,7 +456,9 @@ def test_a_run_of_an_unregistered_protocol_is_named(root: Path) -> None:
 @pytest.mark.parametrize("content, reason", [
     (b"\xff\xfe{\x00", "run.json is not UTF-8 text (byte 0)"),
     (b"{not json", "run.json is not valid JSON (Expecting property name enclosed in double "
-                   "quotes at line 1)"),
+                   "quotes at line 1, column 2)"),
+    (b'{"status": "complete', "run.json is not valid JSON (Unterminated string starting at "
+                             "line 1, column 12)"),
     (b"[1, 2]", "run.json holds a JSON list, not an object"),
     (b'{"status": "complete", "detector": "good", "protocol": "intra"}',
      "run.json has no 'detector' object"),

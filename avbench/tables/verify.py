@@ -73,7 +73,9 @@ def read_run_json(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         info = json.loads(text)
     except json.JSONDecodeError as e:
-        return None, f"run.json is not valid JSON ({e.msg} at line {e.lineno})"
+        from avbench.results import json_problem
+
+        return None, f"run.json is not valid JSON ({json_problem(e)})"
     except RecursionError:
         return None, "run.json is not valid JSON (nested too deeply)"
     if not isinstance(info, dict):
