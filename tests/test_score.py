@@ -79,6 +79,21 @@ def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, test_ids, e
     assert not (tmp_path / "out").exists()
 
 
+def test_every_problem_of_a_file_comes_in_one_pass(tmp_path, test_ids):
+    """Malformed lines and rows that are not the test split are reported together, so a
+    user fixes the file once (the split's problems used to appear only on a second try)."""
+    lines = _good(test_ids).splitlines()
+    first = lines[1].split(",")[0]
+    lines = [*lines[:1], f"{first},1.5", *lines[2:-1], "nope.mp4,0.5"]
+    with pytest.raises(ScoreFileError) as e:
+        _record(tmp_path, "\n".join(lines) + "\n")
+    said = " | ".join(e.value.problems)
+    assert "line 2: score of" in said and "finite numbers in [0, 1]" in said, said
+    assert "id 'nope.mp4' is not a test video" in said, said
+    assert f"no row for test video {test_ids[-1][0]!r}" in said, said
+    assert len(e.value.problems) == 3, said
+
+
 @pytest.mark.slow
 def test_the_cli_records_scores_that_table_3_shows_as_external_with_their_modality(tmp_path):
     """As a user would: ``avbench score`` then ``avbench table``; the row is marked external,

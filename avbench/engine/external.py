@@ -79,10 +79,12 @@ def _value(text: str) -> float | None:
     return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
 
 
-def read_score_file(path: Path) -> tuple[bytes, list[str], dict[str, tuple[int, dict]]]:
-    """``(file bytes, columns, {id: (line, {column: score})})``; a :class:`ScoreFileError`
-    listing every malformed line (bad header, wrong field count, empty or repeated id, a
-    score that is not a finite number in [0, 1])."""
+def read_score_file(path: Path) -> tuple[bytes, list[str], dict[str, tuple[int, dict]],
+                                         list[str]]:
+    """``(file bytes, columns, {id: (line, {column: score})}, problems)``: ``problems`` names
+    every malformed line (wrong field count, empty or repeated id, a score that is not a
+    finite number in [0, 1]); a file that cannot be read as a table at all (no header, a bad
+    one, not UTF-8) raises :class:`ScoreFileError`."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -116,26 +118,22 @@ def read_score_file(path: Path) -> tuple[bytes, list[str], dict[str, tuple[int, 
             problems.append(f"{path}, line {n}: {c} of {vid!r} is {rec[c] or 'empty'!r}; "
                             f"scores must be finite numbers in [0, 1]")
         rows[vid] = (n, values)
-    if problems:
-        raise ScoreFileError(problems)
-    return data, cols, rows
+    return data, cols, rows, problems
 
 
 def check_against_split(path: Path, rows: dict[str, tuple[int, dict]], split: Any,
-                        where: str) -> None:
-    """Every test video has a row and every row is a test video (a
-    :class:`ScoreFileError` naming each that is not)."""
+                        where: str) -> list[str]:
+    """What keeps the rows from being the test split: ids that are no test video, test
+    videos without a row."""
     test_ids = [r.id for r in split.records]
     if not rows:
-        raise ScoreFileError([f"{path}: no rows below the header; expected one per test video "
-                              f"of {where} ({len(test_ids)})"])
+        return [f"{path}: no rows below the header; expected one per test video of {where} "
+                f"({len(test_ids)})"]
     known = set(test_ids)
     problems = [f"{path}, line {n}: id {vid!r} is not a test video of {where}"
                 for vid, (n, _) in rows.items() if vid not in known]
     missing = [i for i in test_ids if i not in rows]
-    problems += [f"{path}: no row for test video {i!r} of {where}" for i in missing]
-    if problems:
-        raise ScoreFileError(problems)
+    return problems + [f"{path}: no row for test video {i!r} of {where}" for i in missing]
 
 
 def score_frame(split: Any, rows: dict[str, tuple[int, dict]], cols: list[str]) -> Any:
@@ -170,13 +168,15 @@ def record_external(opts: ExternalOptions, plugins: Any) -> Path:
         raise AvbenchError(f"--fold: protocol {protocol.name} has folds "
                            f"({', '.join(protocol.fold_names)}); give the fold these scores "
                            f"are of")
-    data, cols, rows = read_score_file(opts.scores)
+    data, cols, rows, problems = read_score_file(opts.scores)
     indexes = resolve_indexes(protocol, opts.data, plugins, required=True)
     check_vocabulary(protocol, opts.fold, {n: plugins.dataset(n).load()
                                            for n in protocol.datasets})
     splits = build_splits(protocol, opts.fold, indexes)
     where = protocol.name + (f" fold {opts.fold}" if opts.fold else "")
-    check_against_split(opts.scores, rows, splits["test"], where)
+    problems += check_against_split(opts.scores, rows, splits["test"], where)
+    if problems:  # every problem of the file at once, malformed lines first
+        raise ScoreFileError(problems)
     df = score_frame(splits["test"], rows, cols)
     return _write(opts, protocol, splits["test"], indexes, df, sha256_bytes(data))
 
