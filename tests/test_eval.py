@@ -319,7 +319,9 @@ def test_the_validation_split_must_be_the_sources_too():
     rec = types.SimpleNamespace(run_id="r1", path=Path("intra/all/d/r1"), protocol="intra",
                                 fold="all", detector="d",
                                 splits={"train": {"hash": "aaaa"}, "val": {"hash": "bbbb"},
-                                        "test": {"hash": "cccc"}})
+                                        "test": {"hash": "cccc"}},
+                                detector_info={"config_changes": {"n_mfcc": 20, "cmvn": True,
+                                                                  "name": "a b"}})
     source = Source(record=rec, state_file=Path("state.npz"), fit_videos={})
     same = {"train": types.SimpleNamespace(hash="aaaa"), "val": types.SimpleNamespace(hash="bbbb"),
             "test": types.SimpleNamespace(hash="dddd")}
@@ -328,5 +330,6 @@ def test_the_validation_split_must_be_the_sources_too():
     with pytest.raises(ProtocolError, match=(
             r"^--from intra/all/d/r1: the run was validated on intra/all's val split \(hash "
             r"bbbb\); P/all validates on another \(hash eeee\), so its scores would not be "
-            r"that protocol's: train under it with `avbench run -d d -p P`$")):
+            r"that protocol's: train under it with `avbench run -d d -p P --set cmvn=true "
+            r"--set n_mfcc=20 --set 'name=a b'`$")):
         check_same_training(source, other_val, "P/all", "-p P")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,11 +258,21 @@ def check_same_training(source: Source, splits: dict[str, Any], target: str,
         want = splits[name].hash if name in splits else None
         if had != want:
             did, does = _FIT_VERBS.get(name, ("fitted", "fits"))
+            changed = rec.detector_info.get("config_changes") or {}
+            sets = "".join(f" --set {shlex.quote(f'{k}={_set_value(v)}')}"
+                           for k, v in sorted(changed.items()))
             raise ProtocolError(
                 f"--from {rec.path}: the run was {did} on {rec.protocol}/{rec.fold}'s {name} "
                 f"split (hash {had or 'none'}); {target} {does} on another (hash "
                 f"{want or 'none'}), so its scores would not be that protocol's: train under "
-                f"it with `avbench run -d {rec.detector} {run_args}`")
+                f"it with `avbench run -d {rec.detector} {run_args}{sets}`")
+
+
+def _set_value(value: Any) -> str:
+    """A config value as ``--set`` reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 # -- avbench eval ----------------------------------------------------------------------------------
