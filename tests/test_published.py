@@ -111,3 +111,17 @@ def test_names_notes_and_columns() -> None:
         "Ours", "w/o L_a", "w/o L_v", "VPT-replacing", "segment-level loss"]
     assert [(e["audio"], e["visual"], e["cmfm"]) for e in data["table4"]["rows"]] == [
         (True, False, False), (False, True, False), (True, True, False), (True, True, True)]
+
+
+def test_the_dash_is_explained_where_the_paper_leaves_a_number_out() -> None:
+    """Table 1 has paper cells printed '-' and says what '-' means; Table 2 has none and
+    does not."""
+    from avbench.tables.build import build_table
+
+    def dashes(n: int) -> tuple[bool, bool]:
+        t = build_table(n, [])
+        shown = any(c.reported_missing for r in t.rows for c in r.cells.values())
+        return shown, "'-': not given in the paper." in t.footnotes
+
+    assert dashes(1) == (True, True)
+    assert dashes(2) == (False, False)

@@ -572,9 +572,11 @@ def build_table(
                   aggregate=aggregate, check_columns=spec.check_columns, compare=compare)
     footnotes: list[str] = []
     if published and spec.published is not None:
-        table.rows.extend(pub.published_rows(spec.published, _published_text(spec)))
+        reported = pub.published_rows(spec.published, _published_text(spec))
+        table.rows.extend(reported)
         footnotes.append(pub.published_footnote(spec.published))
-        footnotes.append("'-': not given in the paper.")
+        if any(c.reported_missing for r in reported for c in r.cells.values()):
+            footnotes.append("'-': not given in the paper.")
     table.rows.extend(computed)
     table.footnotes = footnotes + _footnotes(spec, computed, pool, runs, aggregate, ci)
     table.footnotes.extend(dict.fromkeys(notes))
