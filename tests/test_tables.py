@@ -677,3 +677,15 @@ def test_the_title_is_wrapped_to_the_terminal_not_to_a_narrow_table(results) -> 
     assert 100 < len(t.title) < 160
     text = _export(render(t, "rich", width=160), 160)
     assert t.title in text.splitlines(), text[:600]
+
+
+def test_latex_footnotes_set_commands_in_typewriter_type() -> None:
+    """A footnote's `command` reads as code in LaTeX, not with Markdown's backticks."""
+    from avbench.tables.model import Table
+    from avbench.tables.render import render
+
+    t = Table(number=2, title="Table 2: x", text_columns=[], columns=[],
+              footnotes=["shown by `avbench table --include-incomplete`.", "a lone ` stays"])
+    latex = render(t, "latex")
+    assert r"shown by \texttt{avbench table --include-incomplete}." in latex
+    assert "a lone ` stays" in latex and "`avbench" not in latex

@@ -177,6 +177,14 @@ def _tex(s: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
 
 
+def _tex_note(s: str) -> str:
+    """A footnote: its `code` spans (commands, file names) as ``\\texttt``."""
+    parts = s.split("`")
+    if len(parts) % 2 == 0:  # an unmatched backtick: keep it as text
+        return _tex(s)
+    return "".join(rf"\texttt{{{_tex(p)}}}" if i % 2 else _tex(p) for i, p in enumerate(parts))
+
+
 def _tex_label(s: str) -> str:
     return _LATEX_LABELS.get(s, _tex(s))
 
@@ -233,7 +241,7 @@ def render_latex(table: Table) -> str:
         lines.append(r"\par\smallskip\footnotesize")
         # one paragraph per note: a line break (\\) before a note that opens with "[lo, hi]"
         # would read it as \\[length]
-        lines.append("\\par\n".join(_tex(n) for n in table.footnotes))
+        lines.append("\\par\n".join(_tex_note(n) for n in table.footnotes))
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
