@@ -254,7 +254,7 @@ def plugins(
     system = _plugins()
     t = Table(title="avbench plugins")
     for col in ("plugin", "source", "version", "hooks", "status"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "plugin")  # a name is copied whole
     for s in system.statuses:
         hooks = ", ".join(h.removeprefix("avbench_") for h in s.hooks)
         status = "[green]ok[/]" if s.ok else f"[red]failed[/]: {s.error}"
@@ -281,7 +281,7 @@ def detectors(ctx: typer.Context) -> None:
     _warn_plugins(system)
     t = Table(title="detectors")
     for col in ("name", "modality", "plugin", "description"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "name")  # a name is copied whole
     for name, info in sorted(system.detectors.items()):
         t.add_row(name, info.modality, info.plugin, info.description)
     _console().print(t)
@@ -364,7 +364,7 @@ def protocols(ctx: typer.Context) -> None:
     _warn_plugins(system)
     t = Table(title="protocols")
     for col in ("name", "version", "datasets", "folds", "table", "description"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "name")  # a name is copied whole
     for name, p in sorted(all_protocols(system).items()):
         t.add_row(name, p.version, ", ".join(p.datasets), ", ".join(p.fold_names) or "-",
                   str(p.table or "-"), p.description)

@@ -120,3 +120,11 @@ def test_data_commands_find_datasets_as_run_does(command, tmp_path, monkeypatch)
     line = _one_line_error(run_cli(["data", command],
                                    env={"AVBENCH_DATA_FAKEAVCELEB": str(tmp_path / "from-env")}))
     assert "from-env" in line and "from-toml" not in line
+
+
+def test_listings_keep_names_whole_on_a_narrow_terminal():
+    """A name in `avbench protocols` / `detectors` is what the user copies: never cut."""
+    r = run_cli(["protocols"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and "cross-dataset " in r.stdout, r.stdout
+    r = run_cli(["detectors"], env={"COLUMNS": "60"})
+    assert r.exit_code == 0 and "avprompt-no-cmfm " in r.stdout, r.stdout
