@@ -24,7 +24,7 @@ name = "avbench-{name}"
 version = "0.1.0"
 description = "{name}: an audio-visual deepfake detector for avbench"
 requires-python = ">=3.10"
-dependencies = ["avbench", "torch"]
+dependencies = ["avbench>=0.1", "torch"]
 
 [project.optional-dependencies]
 test = ["pytest"]
