@@ -483,6 +483,25 @@ def _read_pid(f: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def run_in_progress(run_dir: Path) -> bool:
+    """Whether a live process holds ``run_dir``'s ``run.lock`` (the run is being written)."""
+    lock = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if fcntl is None:  # pragma: no cover - Windows: the pid alone decides
+            pid = _read_pid(lock)
+            return pid is not None and pid_alive(pid)
+        if not RunLock._flock(fd):
+            return True  # held: its owner is alive (the kernel drops a dead one's flock)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """Keeps every other process out of a run folder while this one writes into it.
 

@@ -310,6 +310,16 @@ def test_incomplete_runs_left_out_unless_asked(results) -> None:
     assert "epsilon" not in {r.detector for r in t.rows}
     assert ("3 run(s) not complete left out (1 failed, 2 incomplete; `avbench table "
             "--include-incomplete` shows them).") in t.footnotes, t.footnotes
+    # a run that a live process is writing is said to be running
+    from avbench.results import RunLock
+
+    with RunLock(write_run(root, "eta", "intra", scores=make_scores(203),
+                           status="incomplete")):
+        t = build_table(1, collect(root))
+    assert ("4 run(s) not complete left out (1 failed, 2 incomplete, 1 running; `avbench "
+            "table --include-incomplete` shows them).") in t.footnotes, t.footnotes
+    t = build_table(1, collect(root))
+    assert "4 run(s) not complete left out (1 failed, 3 incomplete;" in " ".join(t.footnotes)
     t = build_table(1, collect(root, include_incomplete=True))
     eps = row_of(t, "epsilon")
     assert eps.source == "computed (incomplete)" and eps.cells["auc"].incomplete

@@ -35,7 +35,7 @@ from typing import Any
 
 from avbench.engine.external import EXTERNAL_PLUGIN
 from avbench.errors import ConfigError, ResultsError
-from avbench.results import ALL_FOLDS, RunIdentity, RunRecord
+from avbench.results import ALL_FOLDS, RunIdentity, RunRecord, run_in_progress
 from avbench.tables import published as pub
 from avbench.tables.model import (
     COMPUTED,
@@ -585,6 +585,15 @@ def build_table(
     return table
 
 
+def _state(run: RunRecord) -> str:
+    """A run's status for the left-out note: ``running`` while a process writes it."""
+    status = str(getattr(run, "status", "") or "incomplete")
+    path = getattr(run, "path", None)
+    if status == "incomplete" and path is not None and run_in_progress(Path(path)):
+        return "running"
+    return status
+
+
 def _footnotes(spec: TableSpec, computed: list[Row], pool: _Pool, runs: Runs, aggregate: str,
                ci: bool) -> list[str]:
     """What a table's footnotes say about its computed rows: where they come from, which
@@ -611,7 +620,7 @@ def _footnotes(spec: TableSpec, computed: list[Row], pool: _Pool, runs: Runs, ag
         footnotes.append("†: from an incomplete run (status is not 'complete').")
     left = [r for r in runs.left_out if r.protocol in protos]
     if left:
-        states = Counter(str(getattr(r, "status", "") or "incomplete") for r in left)
+        states = Counter(_state(r) for r in left)
         listing = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         footnotes.append(f"{len(left)} run(s) not complete left out ({listing}; "
                          f"`avbench table --include-incomplete` shows them).")
